@@ -1,0 +1,115 @@
+"""The model card (README.md) written into every model folder: metadata, metrics, recipe, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+SPLIT_NOTES = {"validation": "validation (FER2013 PublicTest when the data carries FER2013's split)",
+               "test": "test (FER2013 PrivateTest when the data carries FER2013's split)"}
+
+CARD_TEMPLATE = """---
+{card_data}
+---
+
+# {title}
+
+A face-emotion classifier for the seven FER2013 classes ({label_list}), trained with
+emotion_vit and the Hugging Face Trainer.
+It classifies a **cropped face**; to find faces in a photo or webcam frame first, use the
+emotion_vit app or any face detector.
+
+```python
+from transformers import pipeline
+classify = pipeline("image-classification", model="{model_ref}")
+classify("face.jpg")  # [{{'label': 'happy', 'score': 0.93}}, ...]
+```
+
+The model reads luminance only: its first convolution weighs R, G and B by the BT.601 luma
+weights, so a colour crop gives the same answer as its grayscale version (FER2013 is grayscale).
+
+## Results
+
+{results_table}
+
+Confusion matrices: {confusion_links}.
+
+## Model
+
+- Architecture: `{model_type}`, {parameters:.2f}M parameters, input {image_size}x{image_size}.
+- Base model: {base_model}.
+- Labels (id: name): {id_list}.
+
+## Training data
+
+{data_summary}
+
+## Recipe
+
+```yaml
+{recipe}
+```
+
+## Intended use
+
+Aggregate, consented, low-stakes feedback: for example a teacher watching the overall mood of a
+class during a lesson, or research on expression recognition. It recognises *facial
+expressions*, which are not the same as felt emotions.
+
+## Limitations and bias
+
+- FER2013 was collected by web image search: faces are mostly adults, skewed towards lighter
+  skin tones and Western posed expressions, at 48x48 pixels in grayscale. Accuracy is lower for
+  under-represented groups, children, non-frontal faces, occlusion (masks, hands) and poor light.
+- The labels are noisy: people agree with FER2013's labels only about 65% of the time. Disgust
+  (1.5% of the training images) and fear are recognised worst.
+- **Do not use this model to make or support decisions about people** (grading, discipline,
+  hiring, security, health, or any high-stakes judgement), nor to monitor people without their
+  informed consent.
+"""
+
+
+def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str], recipe: dict, data_summary: str,
+                     base_model: str | None, model_type: str, parameters: int, transformers_version: str,
+                     image_size: int | None = None, model_ref: str | None = None) -> Path:
+    """Write README.md with hub metadata (library, pipeline tag, data set, metrics) into output_dir."""
+    output_dir = Path(output_dir)
+    eval_results = [
+        EvalResult(task_type="image-classification", dataset_type="fer2013", dataset_name="FER2013",
+                   dataset_split=split, metric_type=metric, metric_name=name, metric_value=round(value, 4))
+        for split, scores in results.items()
+        for metric, name, value in (("accuracy", "Accuracy", scores["accuracy"]),
+                                    ("f1", "Macro F1", scores["macro_f1"]))
+    ]
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-classification", datasets=["fer2013"],
+        metrics=["accuracy", "f1", "recall"], base_model=base_model, license="mit",
+        tags=["emotion-recognition", "facial-expression-recognition", "vision-transformer", "emotion_vit"],
+        model_name=output_dir.name, eval_results=eval_results or None)
+    image_size = image_size or recipe.get("image_size", "?")
+    card = CARD_TEMPLATE.format(
+        card_data=card_data.to_yaml(), title=output_dir.name, label_list=", ".join(labels),
+        model_ref=model_ref or output_dir.name, results_table=_results_table(results, labels),
+        confusion_links=", ".join(f"[{s}](confusion_matrix_{s}.png)" for s in results) or "none",
+        model_type=model_type, parameters=parameters / 1e6, image_size=image_size,
+        base_model=f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "none (trained from scratch)",
+        id_list=", ".join(f"{i}: {name}" for i, name in enumerate(labels)),
+        data_summary="\n".join(f"- {line}" for line in data_summary.splitlines()),
+        recipe=yaml.safe_dump(recipe, sort_keys=False).strip())
+    card += f"\nTrained with transformers {transformers_version}.\n"
+    path = output_dir / "README.md"
+    ModelCard(card).save(path)
+    return path
+
+
+def _results_table(results: dict, labels: list[str]) -> str:
+    if not results:
+        return "No evaluation split."
+    header = "| split | accuracy | macro-F1 | " + " | ".join(f"recall {n}" for n in labels) + " |"
+    rule = "|---" * (3 + len(labels)) + "|"
+    rows = [f"| {SPLIT_NOTES.get(split, split)} ({scores['num_examples']} images) | {scores['accuracy']:.2%} | "
+            f"{scores['macro_f1']:.3f} | " + " | ".join(f"{scores['recall'][n]:.2%}" for n in labels) + " |"
+            for split, scores in results.items()]
+    return "\n".join([header, rule, *rows])

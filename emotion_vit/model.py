@@ -1,0 +1,127 @@
+"""The emotion model: build it, fold grayscale into it, load it back for inference.
+
+A model is any `transformers` image classifier: a hub checkpoint to fine-tune (for example
+`google/vit-base-patch16-224-in21k`) or a Vision Transformer built from a config (type and
+sizes in the recipe). Every checkpoint carries the canonical FER2013 label maps and a
+`ViTImageProcessor` config, so `pipeline("image-classification", model=DIR)` runs it with
+no project code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, ViTImageProcessor
+
+from .labels import EMOTIONS, label_maps
+from .transforms import Preprocessing
+
+# ITU-R BT.601 luma, the weights of PIL's convert("L") and OpenCV's RGB2GRAY.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def build_model(labels: tuple[str, ...] = EMOTIONS, model_name_or_path: str | None = None,
+                model_type: str = "vit", model_config: dict | None = None, image_size: int = 48):
+    """A classifier for `labels`: pretrained from `model_name_or_path`, else new from `model_config`."""
+    id2label, label2id = label_maps(labels)
+    if model_name_or_path:
+        return AutoModelForImageClassification.from_pretrained(
+            model_name_or_path, num_labels=len(labels), id2label=id2label, label2id=label2id,
+            ignore_mismatched_sizes=True)  # the pretrained head has other classes
+    config = AutoConfig.for_model(model_type, num_labels=len(labels), id2label=id2label, label2id=label2id,
+                                  **_with_image_size(model_type, image_size, model_config or {}))
+    return AutoModelForImageClassification.from_config(config)
+
+
+def _with_image_size(model_type: str, image_size: int, model_config: dict) -> dict:
+    """Most vision configs take image_size; pass it unless the recipe set it or the type has none."""
+    config = dict(model_config)
+    if "image_size" in AutoConfig.for_model(model_type).to_dict():
+        config.setdefault("image_size", image_size)
+    return config
+
+
+def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5) -> ViTImageProcessor:
+    """The processor config saved with every checkpoint: resize, rescale, normalise (equal per channel)."""
+    return ViTImageProcessor(do_resize=True, size={"height": image_size, "width": image_size}, resample=2,
+                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                             image_mean=[mean] * 3, image_std=[std] * 3)
+
+
+def first_pixel_conv(model: nn.Module) -> nn.Conv2d:
+    """The convolution that reads the RGB pixels (patch embedding or stem) in a vision classifier."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            return module
+    raise ValueError(f"{type(model).__name__}: no convolution over 3 input channels found")
+
+
+@torch.no_grad()
+def fold_grayscale_into_model(model: nn.Module) -> None:
+    """Make the model see luminance, whatever colours it is given.
+
+    Trained on grayscale replicated to RGB, the first convolution only ever saw R = G = B, so
+    only the sum of its three channel kernels matters. Re-spreading that sum by the luma
+    weights leaves every grayscale output unchanged and makes a colour input give exactly
+    the output of its grayscale version (the normalisation has equal per-channel
+    statistics and the luma weights sum to 1). `pipeline()` users then need no grayscale step.
+    """
+    conv = first_pixel_conv(model)
+    summed = conv.weight.sum(dim=1, keepdim=True)
+    luma = torch.tensor(LUMA, dtype=conv.weight.dtype).view(1, 3, 1, 1)
+    conv.weight.copy_(summed * luma)
+
+
+@dataclass
+class EmotionModel:
+    """A loaded classifier with its preprocessing, ready for batched inference."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    labels: list[str]
+    name: str
+    sha256: str
+
+    @torch.inference_mode()
+    def predict_proba(self, faces: list) -> torch.Tensor:
+        """Class probabilities (N, num_labels) for N face crops (uint8 arrays), in ONE forward pass."""
+        if not faces:
+            return torch.empty(0, len(self.labels))
+        logits = self.model(pixel_values=self.preprocessing(faces)).logits
+        return logits.float().softmax(dim=-1)
+
+
+def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
+    """Load a checkpoint (local folder or hub id) for inference; a missing one is a clear error."""
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise FileNotFoundError(f"{local}: not a model folder (no config.json)")
+    if not local.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise FileNotFoundError(f"model folder not found: {local}")
+    try:
+        model = AutoModelForImageClassification.from_pretrained(name)
+        processor = AutoImageProcessor.from_pretrained(name)
+    except OSError as error:
+        raise FileNotFoundError(f"could not load model {name!r}: {error}") from error
+    model.eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return EmotionModel(model=model, preprocessing=Preprocessing.from_processor(processor), labels=labels,
+                        name=name, sha256=weights_sha256(local) if local.exists() else _hub_revision(model))
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """Hash of a checkpoint's weight files: identifies the exact base model of an adapter."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _hub_revision(model: nn.Module) -> str:
+    return json.dumps(getattr(model.config, "_commit_hash", None))
