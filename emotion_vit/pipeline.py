@@ -1,0 +1,124 @@
+"""Frame in, faces with emotions out.
+
+    frame (any size, RGB) -> detector -> face crops (margin, optional eye alignment)
+      -> the training preprocessing -> ONE batched forward for all faces -> label + probabilities
+      -> (optional) tracking across frames with smoothed probabilities
+
+The pipeline holds the model and the detector (loaded once) and no per-user state: a
+`FaceTracker` per video stream is passed to `analyze`, so one pipeline serves every session.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .detect import Face, FaceDetector, as_rgb_uint8
+from .model import EmotionModel
+from .track import FaceTracker
+
+
+@dataclass
+class FaceEmotion:
+    """One face in a frame: where it is, what it shows, and which track it belongs to."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    score: float  # detector confidence
+    label: str
+    probabilities: dict[str, float]
+    track_id: int | None = None
+    landmarks: list[list[float]] | None = None
+
+    def to_dict(self) -> dict:
+        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4), "label": self.label,
+                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+                "track_id": self.track_id, "landmarks": self.landmarks}
+
+
+@dataclass
+class FrameAnalysis:
+    faces: list[FaceEmotion]
+    timings_ms: dict[str, float]
+    width: int
+    height: int
+
+    @property
+    def largest(self) -> FaceEmotion | None:
+        return self.faces[0] if self.faces else None  # the detector sorts faces largest first
+
+
+@dataclass
+class PipelineOptions:
+    # FER2013 crops show the face from forehead to chin with a little context; detector boxes
+    # are tighter, so each side grows by this fraction of the box size (and the crop is square).
+    crop_margin: float = 0.15
+    align: bool = False  # rotate each crop so the eyes are level (uses the 5 landmarks)
+    batched: bool = True  # False classifies faces one by one (for benchmarks)
+
+
+@dataclass
+class EmotionPipeline:
+    model: EmotionModel
+    detector: FaceDetector
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+
+    def analyze(self, frame, tracker: FaceTracker | None = None) -> FrameAnalysis:
+        """Detect and classify every face in `frame`; with a tracker, ids and smoothed probabilities."""
+        start = time.perf_counter()
+        frame = as_rgb_uint8(frame)
+        faces = self.detector.detect(frame)
+        detected = time.perf_counter()
+        probabilities = self.classify([face_crop(frame, face, self.options.crop_margin, self.options.align)
+                                       for face in faces])
+        classified = time.perf_counter()
+        track_ids: list[int | None] = [None] * len(faces)
+        if tracker is not None:
+            track_ids, probabilities = tracker.update([face.box for face in faces], probabilities)
+        results = [self._result(face, p, track_id) for face, p, track_id in zip(faces, probabilities, track_ids)]
+        timings = {"detect": (detected - start) * 1e3, "classify": (classified - detected) * 1e3,
+                   "total": (time.perf_counter() - start) * 1e3}
+        return FrameAnalysis(results, {k: round(v, 2) for k, v in timings.items()}, frame.shape[1], frame.shape[0])
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Probabilities (N, num_labels) for N crops: one forward pass for all of them."""
+        if not self.options.batched:
+            return np.concatenate([self.model.predict_proba([c]).numpy() for c in crops]) if crops \
+                else np.empty((0, len(self.model.labels)))
+        return self.model.predict_proba(crops).numpy()
+
+    def _result(self, face: Face, probabilities: np.ndarray, track_id: int | None) -> FaceEmotion:
+        labels = self.model.labels
+        return FaceEmotion(box=face.box, score=face.score, label=labels[int(np.argmax(probabilities))],
+                           probabilities={name: float(p) for name, p in zip(labels, probabilities)},
+                           track_id=track_id,
+                           landmarks=face.landmarks.round(1).tolist() if face.landmarks is not None else None)
+
+
+def face_crop(frame: np.ndarray, face: Face, margin: float = 0.15, align: bool = False) -> np.ndarray:
+    """A square crop around the face, `margin` of its size added on each side; outside the frame is
+    filled by replicating the border. With `align`, rotated about the face centre so the eyes are level."""
+    x1, y1, x2, y2 = face.box
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    center = ((x1 + x2) / 2, (y1 + y2) / 2)
+    angle = 0.0
+    if align and face.landmarks is not None:
+        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]  # the subject's right eye is on the image left
+        angle = math.degrees(math.atan2(ly - ry, lx - rx))
+    size = max(int(round(side)), 1)
+    # One affine warp does rotation and cropping; the output keeps the face's own resolution.
+    matrix = cv2.getRotationMatrix2D(center, angle, 1.0)
+    matrix[:, 2] += (size / 2 - center[0], size / 2 - center[1])
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def set_inference_threads(threads: int | None = None) -> int:
+    """Use the physical cores for the classifier (2 here); more threads than cores only adds contention."""
+    import os
+    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads

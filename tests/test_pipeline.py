@@ -1,0 +1,123 @@
+"""Recognition pipeline: crops, one batched forward for N faces, tracking and smoothing, bad frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_IMAGES
+from emotion_vit.detect import DetectorOptions, Face, create_detector
+from emotion_vit.labels import EMOTIONS
+from emotion_vit.model import build_image_processor, build_model, load_emotion_model
+from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, face_crop
+from emotion_vit.track import FaceTracker, iou
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """An untrained small ViT saved as a model folder: the pipeline's mechanics need no accuracy."""
+    folder = tmp_path_factory.mktemp("model")
+    build_model(model_type="vit", model_config={"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
+                                                "num_attention_heads": 2, "intermediate_size": 64}).save_pretrained(folder)
+    build_image_processor(48).save_pretrained(folder)
+    return load_emotion_model(folder)
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_model):
+    return EmotionPipeline(small_model, create_detector("retinaface"))
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 15, 10)) - 1 / 3) < 1e-9
+
+
+def test_tracker_keeps_ids_and_smooths():
+    tracker = FaceTracker(smoothing=0.5, max_missed=1)
+    happy, sad = np.eye(7)[3], np.eye(7)[4]
+    ids, probs = tracker.update([(0, 0, 10, 10), (50, 50, 60, 60)], np.stack([happy, sad]))
+    assert ids == [1, 2] and np.allclose(probs, np.stack([happy, sad]))
+    # The faces moved a little and swapped order in the list: ids follow the boxes.
+    ids, probs = tracker.update([(52, 51, 62, 61), (1, 1, 11, 11)], np.stack([happy, sad]))
+    assert ids == [2, 1]
+    assert np.allclose(probs[0], 0.5 * sad + 0.5 * happy) and np.allclose(probs[1], 0.5 * happy + 0.5 * sad)
+    tracker.update([], np.empty((0, 7)))  # both missed once: kept
+    ids, _ = tracker.update([(1, 1, 11, 11)], happy[None])
+    assert ids == [1]
+    tracker.update([], np.empty((0, 7)))
+    tracker.update([], np.empty((0, 7)))  # track 2 missed 3 times (> max_missed): gone
+    ids, _ = tracker.update([(52, 51, 62, 61)], sad[None])
+    assert ids == [3]
+
+
+def test_face_crop_is_square_with_margin_and_handles_the_border():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[20:60, 50:90] = 255
+    face = Face(box=(50, 20, 90, 60), score=0.9, landmarks=None)
+    crop = face_crop(frame, face, margin=0.25)
+    assert crop.shape == (60, 60, 3)  # 40 px box, 10 px margin each side
+    assert crop[30, 30].tolist() == [255, 255, 255] and crop[2, 2].tolist() == [0, 0, 0]
+    edge = face_crop(frame, Face(box=(0, 0, 30, 30), score=0.9, landmarks=None), margin=0.5)
+    assert edge.shape == (60, 60, 3)  # partly outside the frame: border replicated, no error
+
+
+def test_alignment_levels_the_eyes():
+    frame = np.zeros((200, 200, 3), np.uint8)
+    eyes = np.array([[80, 90], [120, 110]], np.float32)  # tilted by atan(20/40)
+    for x, y in eyes.astype(int):
+        frame[y - 3:y + 4, x - 3:x + 4] = 255
+    landmarks = np.vstack([eyes, [[100, 120], [85, 140], [115, 140]]]).astype(np.float32)
+    crop = face_crop(frame, Face(box=(60, 60, 140, 160), score=1.0, landmarks=landmarks), margin=0.2, align=True)
+    rows = np.nonzero(crop[:, :, 0] > 128)[0]
+    assert rows.max() - rows.min() <= 8  # both eye blobs now on the same rows
+
+
+def test_n_faces_one_forward(pipeline, small_model, monkeypatch):
+    calls = []
+    original = small_model.model.forward
+    monkeypatch.setattr(small_model.model, "forward", lambda **kw: calls.append(kw["pixel_values"].shape) or original(**kw))
+    crops = [np.random.default_rng(i).integers(0, 255, (40 + i, 40 + i, 3), dtype=np.uint8) for i in range(8)]
+    probabilities = pipeline.classify(crops)
+    assert calls == [(8, 3, 48, 48)]
+    assert probabilities.shape == (8, 7) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    calls.clear()
+    one_by_one = EmotionPipeline(small_model, pipeline.detector, PipelineOptions(batched=False)).classify(crops)
+    assert len(calls) == 8 and np.allclose(one_by_one, probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize("frame", [
+    np.zeros((480, 640, 3), np.uint8),  # no face
+    np.zeros((1, 1, 3), np.uint8),
+    np.zeros((480, 640), np.uint8),  # grayscale
+    np.zeros((480, 640, 4), np.uint8),  # RGBA
+    (np.random.default_rng(0).random((240, 320, 3)) * 65535).astype(np.uint16),  # 16-bit
+    Image.new("RGBA", (320, 240)), Image.new("I;16", (320, 240)), Image.new("P", (64, 64))])
+def test_frames_without_faces_and_odd_formats_give_an_empty_list(pipeline, frame):
+    analysis = pipeline.analyze(frame)
+    assert analysis.faces == [] and analysis.timings_ms["total"] >= 0
+
+
+@pytest.mark.parametrize("frame", [None, np.zeros((0, 0, 3), np.uint8), np.zeros((10, 10, 7), np.uint8), "x"])
+def test_unusable_frames_are_clear_errors(pipeline, frame):
+    with pytest.raises(ValueError):
+        pipeline.analyze(frame)
+
+
+@pytest.mark.skipif(not SHARED_IMAGES.is_dir(), reason="../shared/images is absent")
+def test_group_photo_all_faces_in_one_batch_with_tracking(pipeline, small_model, monkeypatch):
+    photo = np.asarray(Image.open(SHARED_IMAGES / "solvay1927.png").convert("RGB"))
+    batches = []
+    original = small_model.model.forward
+    monkeypatch.setattr(small_model.model, "forward", lambda **kw: batches.append(len(kw["pixel_values"])) or original(**kw))
+    tracker = FaceTracker()
+    first = pipeline.analyze(photo, tracker)
+    assert len(first.faces) == 29 and batches == [29]
+    assert sorted(f.track_id for f in first.faces) == list(range(1, 30))
+    second = pipeline.analyze(photo, tracker)
+    assert [f.track_id for f in second.faces] == [f.track_id for f in first.faces]  # same faces, same ids
+    for face in second.faces:
+        assert set(face.probabilities) == set(EMOTIONS) and abs(sum(face.probabilities.values()) - 1) < 1e-4
+        assert face.label == max(face.probabilities, key=face.probabilities.get)
