@@ -182,10 +182,13 @@ class FaceDetector(ABC):
     def __init__(self, options: DetectorOptions | None = None) -> None:
         self.options = options if options is not None else DetectorOptions()
 
-    def detect(self, frame: np.ndarray) -> list[Face]:
-        """Faces in `frame` (HxWx3 uint8 RGB; anything `as_rgb_uint8` accepts), sorted by area, largest first."""
+    def detect(self, frame: np.ndarray, options: DetectorOptions | None = None) -> list[Face]:
+        """Faces in `frame` (HxWx3 uint8 RGB; anything `as_rgb_uint8` accepts), sorted by area, largest first.
+
+        `options` overrides the detector's own for this call (per-user settings on a shared detector).
+        """
         image = as_rgb_uint8(frame)
-        options = self.options
+        options = options or self.options
         height, width = image.shape[:2]
         if min(height, width) < options.min_face_size:
             return []  # no box inside this frame could pass the size filter
@@ -198,7 +201,7 @@ class FaceDetector(ABC):
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             image = cv2.resize(image, (resized_width, resized_height), interpolation=interpolation)
 
-        boxes, scores, landmarks = self._detect_resized(image)
+        boxes, scores, landmarks = self._detect_resized(image, options)
 
         # Back to frame coordinates; per-axis factors because rounding made the two scales differ slightly.
         to_frame = np.array([width / resized_width, height / resized_height], dtype=np.float32)
@@ -223,7 +226,7 @@ class FaceDetector(ABC):
         return faces
 
     @abstractmethod
-    def _detect_resized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Detect in an already resized HxWx3 uint8 RGB image.
 
         Returns boxes (N, 4) x1, y1, x2, y2; scores (N,); landmarks (N, 5, 2) or None; all in `image`'s
@@ -266,7 +269,7 @@ class RetinaFaceDetector(FaceDetector):
         self.session = ort.InferenceSession(model, session_options, providers=["CPUExecutionProvider"])
         self._input_name = self.session.get_inputs()[0].name
 
-    def _detect_resized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         height, width = image.shape[:2]
         blob = retinaface_preprocess(image)  # (1, 3, H, W) float32: RGB -> BGR, minus the training mean
         loc, conf, points = self.session.run(None, {self._input_name: blob})
@@ -277,7 +280,7 @@ class RetinaFaceDetector(FaceDetector):
 
         # Decode only candidates above the threshold (a handful) instead of all ~20k anchors.
         scores = conf[0, :, 1]
-        candidates = np.flatnonzero(scores > self.options.score_threshold)
+        candidates = np.flatnonzero(scores > options.score_threshold)
         if candidates.size == 0:
             return _empty_detections()
         candidates = candidates[np.argsort(-scores[candidates], kind="stable")[:MAX_CANDIDATES]]
@@ -287,8 +290,8 @@ class RetinaFaceDetector(FaceDetector):
         points = points.reshape(-1, 5, 2) * np.array([width, height], np.float32)
         scores = scores[candidates]
 
-        kept = np.asarray(cv2.dnn.NMSBoxes(boxes, scores, self.options.score_threshold,
-                                           self.options.nms_threshold), dtype=np.int64).reshape(-1)
+        kept = np.asarray(cv2.dnn.NMSBoxes(boxes, scores, options.score_threshold,
+                                           options.nms_threshold), dtype=np.int64).reshape(-1)
         boxes, scores, points = boxes[kept], scores[kept], points[kept]
         boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x1, y1, x2, y2
         # The model's landmark order is image-left eye first, i.e. the subject's right: already ours.
@@ -321,15 +324,15 @@ class YuNetDetector(FaceDetector):
         # FaceDetectorYN keeps per-call state (input size, thresholds); serialise callers such as Gradio workers.
         self._lock = threading.Lock()
 
-    def _detect_resized(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         height, width = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         with self._lock:
             if (width, height) != self._input_size:
                 self._model.setInputSize((width, height))
                 self._input_size = (width, height)
-            self._model.setScoreThreshold(self.options.score_threshold)
-            self._model.setNMSThreshold(self.options.nms_threshold)
+            self._model.setScoreThreshold(options.score_threshold)
+            self._model.setNMSThreshold(options.nms_threshold)
             _, rows = self._model.detect(bgr)
         if rows is None:
             return _empty_detections()

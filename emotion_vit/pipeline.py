@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from .detect import Face, FaceDetector, as_rgb_uint8
+from .detect import DetectorOptions, Face, FaceDetector, as_rgb_uint8
 from .model import EmotionModel
 from .track import FaceTracker
 
@@ -67,11 +67,15 @@ class EmotionPipeline:
     detector: FaceDetector
     options: PipelineOptions = field(default_factory=PipelineOptions)
 
-    def analyze(self, frame, tracker: FaceTracker | None = None) -> FrameAnalysis:
-        """Detect and classify every face in `frame`; with a tracker, ids and smoothed probabilities."""
+    def analyze(self, frame, tracker: FaceTracker | None = None,
+                detector_options: DetectorOptions | None = None) -> FrameAnalysis:
+        """Detect and classify every face in `frame`; with a tracker, ids and smoothed probabilities.
+
+        `detector_options` override the detector's own for this frame (per-user thresholds).
+        """
         start = time.perf_counter()
         frame = as_rgb_uint8(frame)
-        faces = self.detector.detect(frame)
+        faces = self.detector.detect(frame, detector_options)
         detected = time.perf_counter()
         probabilities = self.classify([face_crop(frame, face, self.options.crop_margin, self.options.align)
                                        for face in faces])

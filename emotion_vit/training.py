@@ -26,7 +26,7 @@ from .data import DataOptions, describe, load_emotion_dataset
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import build_image_processor, build_model, fold_grayscale_into_model
-from .transforms import MixCollator, Preprocessing, eval_transform, train_transform, training_augmentation
+from .transforms import BatchMixer, Preprocessing, eval_transform, train_transform, training_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,10 @@ class EmotionLoss:
 
 
 class EmotionTrainer(Trainer):
-    """The Trainer, with checkpoint reloads that go through `from_pretrained`.
+    """The Trainer, with MixUp/CutMix in training steps and checkpoint reloads through `from_pretrained`.
+
+    Mixing happens in `compute_loss` while the model is in training mode: the data collator
+    also serves evaluation, which must see the real images and labels.
 
     transformers 5 renamed some models' modules (ViT: `encoder.layer.N.attention.attention.query`
     became `layers.N.attention.q_proj`) but still saves the old names. The Trainer reloads
@@ -115,6 +118,16 @@ class EmotionTrainer(Trainer):
     about unexpected keys and leaves those layers as they were (transformers issues #43701,
     #48805). `from_pretrained` applies the renaming, so weights are read through it.
     """
+
+    def __init__(self, *args, mixer: BatchMixer | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixer = mixer
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if self.mixer is not None and model.training:
+            inputs = dict(inputs)
+            inputs["pixel_values"], inputs["labels"] = self.mixer(inputs["pixel_values"], inputs["labels"])
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         if not self._reload_weights(resume_from_checkpoint, model or self.model):
@@ -133,6 +146,11 @@ class EmotionTrainer(Trainer):
         saved = type(model).from_pretrained(checkpoint, config=model.config)
         model.load_state_dict(saved.state_dict(), strict=True)
         return True
+
+
+def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.stack([e["labels"] for e in examples])}
 
 
 def make_compute_metrics(labels: list[str]):
@@ -181,8 +199,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
-        data_collator=MixCollator(num_labels=len(labels), prob=data_args.mix_prob),
-        processing_class=processor, compute_metrics=make_compute_metrics(labels), compute_loss_func=loss)
+        data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
+        compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob))
 
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
     if checkpoint:

@@ -106,11 +106,11 @@ def image_array(image) -> np.ndarray:
 
 
 @dataclass
-class MixCollator:
-    """Stacks examples and, with probability `prob`, mixes the batch by MixUp or CutMix.
+class BatchMixer:
+    """With probability `prob`, mixes a training batch by MixUp or CutMix.
 
     Mixed batches carry soft labels (N, num_labels); the loss in `emotion_vit.training`
-    takes both hard and soft labels.
+    takes both hard and soft labels. Applied in the training step only, never to evaluation.
     """
 
     num_labels: int
@@ -118,14 +118,11 @@ class MixCollator:
     mixup_alpha: float = 0.2
     cutmix_alpha: float = 1.0
 
-    def __call__(self, examples: list[dict]) -> dict:
-        pixel_values = torch.stack([e["pixel_values"] for e in examples])
-        labels = torch.stack([e["labels"] for e in examples]) if torch.is_tensor(examples[0]["labels"]) \
-            else torch.tensor([e["labels"] for e in examples])
-        if self.prob <= 0 or torch.rand(()) >= self.prob or len(examples) < 2:
-            return {"pixel_values": pixel_values, "labels": labels}
-        targets = torch.nn.functional.one_hot(labels, self.num_labels).float()
-        partner = torch.randperm(len(examples))
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.prob <= 0 or torch.rand(()) >= self.prob or len(labels) < 2:
+            return pixel_values, labels
+        targets = torch.nn.functional.one_hot(labels, self.num_labels).to(pixel_values.dtype)
+        partner = torch.randperm(len(labels), device=labels.device)
         if torch.rand(()) < 0.5:  # MixUp: blend whole images
             lam = float(np.random.beta(self.mixup_alpha, self.mixup_alpha))
             pixel_values = lam * pixel_values + (1 - lam) * pixel_values[partner]
@@ -137,4 +134,4 @@ class MixCollator:
             pixel_values = pixel_values.clone()
             pixel_values[..., top:top + box_h, left:left + box_w] = pixel_values[partner][..., top:top + box_h, left:left + box_w]
             lam = 1 - box_h * box_w / (height * width)
-        return {"pixel_values": pixel_values, "labels": lam * targets + (1 - lam) * targets[partner]}
+        return pixel_values, lam * targets + (1 - lam) * targets[partner]

@@ -158,3 +158,9 @@ def test_push_to_hub_uploads_the_finished_folder(trained, monkeypatch):
     assert training_args.push_to_hub and training_args.hub_model_id == "someone/emotion-vit-test"
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         push_folder(output_dir / "eval_results.json", "someone/x")
+
+
+def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path):
+    """Every training batch mixed; evaluation still sees hard labels (it failed when mixing sat in the collator)."""
+    results = run_tiny(learnable_zip, tmp_path / "mixed", "--mix_prob", "1.0", "--max_train_samples", "64")
+    assert results["validation"]["num_examples"] == 56
