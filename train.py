@@ -10,8 +10,8 @@ import logging
 import sys
 
 from emotion_vit.config import parse_training_args
-from emotion_vit.evaluation import evaluate_model, format_results
 from emotion_vit.data import DataOptions
+from emotion_vit.evaluation import evaluate_model, format_results
 
 
 def main(argv: list[str]) -> None:

@@ -38,10 +38,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
-from PIL import Image as PILImage
 from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors, rebuild_boxes, rebuild_pts
 from retinaface.preprocess import preprocess as retinaface_preprocess
 from retinaface.weights import WEIGHTS as RETINAFACE_WEIGHTS
+
+from .images import as_rgb_uint8  # noqa: F401 (detect's input contract; re-exported)
 
 DETECTOR_BACKENDS: tuple[str, ...] = ("retinaface", "yunet")
 
@@ -108,70 +109,6 @@ class DetectorOptions:
         longest_allowed = MAX_DETECTION_SIDE if self.max_side is None else min(self.max_side, MAX_DETECTION_SIDE)
         longer_side = max(height, width)
         return min(self.upscale, longest_allowed / longer_side)
-
-
-def as_rgb_uint8(image) -> np.ndarray:
-    """Turn a PIL image or an array into an HxWx3 uint8 RGB array, or raise ValueError saying why not.
-
-    Accepted: PIL images of any mode; arrays HxW (gray), HxWx1, HxWx3 (RGB), HxWx4 (RGBA/RGBX: the
-    fourth channel is dropped, not composited, since 4-channel video frames often carry an unused,
-    zero "alpha"). Values: uint8 as is; uint16 and 16-bit PIL modes >> 8; other integers are read as
-    8-bit when they fit 0..255, else as 16-bit when they fit 0..65535; floats as [0, 1] when their
-    maximum is <= 1, else as [0, 255] (clipped); bool as 0/255. A uint8 RGB C-contiguous array is
-    returned as is, without a copy.
-    """
-    if image is None:
-        raise ValueError("expected an image (PIL image or numpy array), got None")
-    if isinstance(image, PILImage.Image):
-        image = _pil_to_array(image)
-    array = np.asarray(image)
-
-    if array.size == 0:
-        raise ValueError(f"image is empty (shape {array.shape})")
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
-    if array.ndim != 3:
-        raise ValueError(f"image must have 2 (HxW) or 3 (HxWxC) dimensions, got shape {array.shape}")
-    channels = array.shape[2]
-    if channels not in (1, 3, 4):
-        raise ValueError(f"image must have 1, 3 or 4 channels, got {channels} (shape {array.shape})")
-
-    array = _to_uint8(array)
-    if channels == 1:
-        array = np.repeat(array, 3, axis=2)
-    elif channels == 4:
-        array = array[:, :, :3]
-    return np.ascontiguousarray(array)
-
-
-def _pil_to_array(image: PILImage.Image) -> np.ndarray:
-    # 16-bit, 32-bit integer and float modes would be clipped to 0..255 by PIL's convert("RGB");
-    # take their raw values and let `_to_uint8` scale them.
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        return np.asarray(image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * np.uint8(255)
-    if array.dtype == np.uint16:
-        return (array >> 8).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high > 65535:
-            raise ValueError(f"integer image values must lie in 0..65535, got {low}..{high} ({array.dtype})")
-        return array.astype(np.uint8) if high <= 255 else (array >> 8).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ValueError("float image contains NaN or infinite values")
-        scale = 255.0 if array.max() <= 1.0 else 1.0
-        return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
-    raise ValueError(f"unsupported image dtype {array.dtype}; expected uint8, uint16, other integers, float or bool")
 
 
 class FaceDetector(ABC):

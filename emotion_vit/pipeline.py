@@ -100,7 +100,7 @@ class EmotionPipeline:
         return FaceEmotion(box=face.box, score=face.score, label=labels[int(np.argmax(probabilities))],
                            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
                            track_id=track_id,
-                           landmarks=face.landmarks.round(1).tolist() if face.landmarks is not None else None)
+                           landmarks=np.round(face.landmarks.astype(float), 1).tolist() if face.landmarks is not None else None)
 
 
 def face_crop(frame: np.ndarray, face: Face, margin: float = 0.15, align: bool = False) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
-from PIL import Image
-
 from conftest import FER_ZIP, pattern_face, write_fer_csv, write_image_folder, zip_folder
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
+
 from emotion_vit.data import BadImageError, DataOptions, load_emotion_dataset
 from emotion_vit.labels import EMOTIONS, UnknownLabelError, canonical_label, label_maps
 

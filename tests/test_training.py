@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForImageClassification, pipeline
-
 from conftest import REPO, pattern_face
+from transformers import pipeline
+
 from emotion_vit.config import parse_training_args
 from emotion_vit.evaluation import evaluate_model
 from emotion_vit.labels import EMOTIONS
