@@ -3,11 +3,14 @@
     python train.py --config configs/fer2013-pvt.yaml               # train a recipe
     python train.py --config configs/tiny.yaml --data faces.zip --num_train_epochs 1
     python train.py evaluate --model models/emotion-vit-fer2013 --data ../shared/data/fer2013.zip --split validation
+    python train.py adapt --base models/emotion-vit-fer2013 --references my_refs/ --name room12
+    python train.py push --model models/emotion-vit-fer2013 --repo-id USER/NAME
 """
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from emotion_vit.config import parse_training_args
 from emotion_vit.data import DataOptions
@@ -16,8 +19,9 @@ from emotion_vit.evaluation import evaluate_model, format_results
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if argv and argv[0] == "evaluate":
-        return evaluate_command(argv[1:])
+    commands = {"evaluate": evaluate_command, "adapt": adapt_command, "push": push_command}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     from emotion_vit.training import train
     model_args, data_args, training_args, recipe = parse_training_args(argv)
     train(model_args, data_args, training_args, recipe)
@@ -35,6 +39,49 @@ def evaluate_command(argv: list[str]) -> None:
     results = evaluate_model(args.model, args.data, args.split, args.batch_size,
                              DataOptions(skip_bad_images=args.skip_bad_images), args.output_dir)
     print(format_results(results))
+
+
+def adapt_command(argv: list[str]) -> None:
+    from emotion_vit.adapt import AdaptOptions, adapter_size_bytes, build_adapter, load_references, save_adapter
+    from emotion_vit.detect import create_detector
+    from emotion_vit.model import load_emotion_model
+
+    defaults = AdaptOptions()
+    parser = argparse.ArgumentParser(prog="train.py adapt", description=(
+        "Build a LoRA adapter from a few labelled reference images: REFERENCES/<label>/<images>. "
+        "Known labels (happy, surprised, ...) refine the base model; other labels become new classes."))
+    parser.add_argument("--base", default="models/emotion-vit-fer2013", help="Base model folder or hub id.")
+    parser.add_argument("--references", required=True, help="Folder of label folders with images of any size.")
+    parser.add_argument("--name", required=True, help="Adapter name.")
+    parser.add_argument("--adapters-dir", default="adapters", help="Where adapters are saved (adapters/<name>).")
+    parser.add_argument("--method", choices=["lora", "head", "prototype"], default=defaults.method)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--rank", type=int, default=defaults.rank)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--already-cropped", action="store_true", help="References are face crops: skip detection.")
+    args = parser.parse_args(argv)
+    base = load_emotion_model(args.base)
+    detector = None if args.already_cropped else create_detector("retinaface")
+    refs = load_references(args.references, detector)
+    for skipped in refs.skipped:
+        print(f"skipped {skipped}")
+    print(f"references per label: {refs.counts()}")
+    options = AdaptOptions(method=args.method, steps=args.steps, rank=args.rank, seed=args.seed)
+    model, metadata = build_adapter(base, refs, args.name, options)
+    folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
+    print(f"adapter {args.name!r}: labels {metadata['labels']}, {metadata['training_steps']} steps in "
+          f"{metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
+
+
+def push_command(argv: list[str]) -> None:
+    from emotion_vit.hub import push_folder
+
+    parser = argparse.ArgumentParser(prog="train.py push", description="Upload a model or adapter folder to the hub.")
+    parser.add_argument("--model", required=True, help="Model folder (or adapter folder) to upload.")
+    parser.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face hub.")
+    parser.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    print(push_folder(args.model, args.repo_id, private=args.private))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from .adapt import METADATA_FILE, AdaptError, References, build_adapter, load_adapter, save_adapter
 from .annotate import draw_faces
 from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
 from .images import as_rgb_uint8, read_image
@@ -31,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fer2013"
 MODEL_ENV = "EMOTION_VIT_MODEL"
+ADAPTERS_ENV = "EMOTION_VIT_ADAPTERS"
+NO_ADAPTER = "none"
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]
 
 
@@ -53,6 +58,7 @@ class AppSettings:
     align: bool = False
     stream_every: float = 0.2  # seconds between webcam frames sent for analysis
     stream_time_limit: int | None = None  # seconds a live stream may run; None: as long as the page is open
+    adapters_dir: str = field(default_factory=lambda: os.environ.get(ADAPTERS_ENV, "adapters"))
 
 
 class EmotionService:
@@ -62,8 +68,44 @@ class EmotionService:
         self.settings = settings
         self.model: EmotionModel = load_emotion_model(settings.model)
         self._detectors: dict[str, FaceDetector] = {}
+        self._adapted: dict[str, EmotionModel] = {}
         self._lock = threading.Lock()
         self.detector(settings.detector)  # fail at start-up, not on the first frame
+
+    # --- adapters: adapters_dir/<name>/ in peft layout, loaded on first use and cached ---
+
+    def adapter_names(self) -> list[str]:
+        folder = Path(self.settings.adapters_dir)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / METADATA_FILE).is_file())
+
+    def model_for(self, adapter: str | None) -> EmotionModel:
+        if not adapter or adapter == NO_ADAPTER:
+            return self.model
+        if adapter not in self.adapter_names():
+            raise ValueError(f"no adapter named {adapter!r} (available: {', '.join(self.adapter_names()) or 'none'})")
+        with self._lock:
+            if adapter not in self._adapted:
+                self._adapted[adapter] = load_adapter(self.model, Path(self.settings.adapters_dir) / adapter)
+            return self._adapted[adapter]
+
+    def build_adapter(self, refs: References, name: str, progress=None) -> dict:
+        name = name.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
+            raise ValueError("adapter name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        model, metadata = build_adapter(self.model, refs, name, progress=progress)
+        save_adapter(model, metadata, Path(self.settings.adapters_dir) / name)
+        with self._lock:
+            self._adapted.pop(name, None)  # a rebuilt adapter replaces the cached one
+        return metadata
+
+    def delete_adapter(self, name: str) -> None:
+        if name not in self.adapter_names():
+            raise ValueError(f"no adapter named {name!r}")
+        with self._lock:
+            self._adapted.pop(name, None)
+            shutil.rmtree(Path(self.settings.adapters_dir) / name)
 
     def detector(self, name: str) -> FaceDetector:
         with self._lock:
@@ -73,20 +115,21 @@ class EmotionService:
             return self._detectors[name]
 
     def analyze(self, image, *, detector: str | None = None, score_threshold: float | None = None,
-                align: bool | None = None, tracker: FaceTracker | None = None, live: bool = False) -> FrameAnalysis:
+                align: bool | None = None, tracker: FaceTracker | None = None, live: bool = False,
+                adapter: str | None = None) -> FrameAnalysis:
         settings = self.settings
         options = DetectorOptions(score_threshold=score_threshold or settings.score_threshold,
                                   min_face_size=settings.min_face_size,
                                   max_side=settings.max_side if live else settings.photo_max_side)
-        pipeline = EmotionPipeline(self.model, self.detector(detector or settings.detector),
+        pipeline = EmotionPipeline(self.model_for(adapter), self.detector(detector or settings.detector),
                                    PipelineOptions(crop_margin=settings.crop_margin,
                                                    align=settings.align if align is None else align))
         return pipeline.analyze(image, tracker=tracker, detector_options=options)
 
-    def describe(self, analysis: FrameAnalysis, detector: str | None = None) -> dict:
+    def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None) -> dict:
         """The JSON answer of /analyze."""
         return {"faces": [face.to_dict() for face in analysis.faces],
-                "model": self.model.name, "detector": detector or self.settings.detector,
+                "model": self.model_for(adapter).name, "detector": detector or self.settings.detector,
                 "image": {"width": analysis.width, "height": analysis.height},
                 "timings_ms": analysis.timings_ms}
 
@@ -98,6 +141,7 @@ class LiveSession:
     tracker: FaceTracker
     mood: MoodTimeline
     last_plot: float = 0.0
+    adapter: str | None = None
 
 
 def face_rows(analysis: FrameAnalysis) -> list[list]:
@@ -110,22 +154,36 @@ def face_rows(analysis: FrameAnalysis) -> list[list]:
     return rows
 
 
+def reference_summary(refs: References) -> str:
+    if not refs.crops:
+        return "No references yet."
+    counts = ", ".join(f"**{label}** {count}" for label, count in refs.counts().items())
+    note = f"\n\nSkipped: {'; '.join(Path(s).name for s in refs.skipped[-5:])}" if refs.skipped else ""
+    return f"{len(refs.crops)} reference face(s): {counts}.{note}"
+
+
 def build_app(service: EmotionService) -> gr.Blocks:
     settings = service.settings
-    labels = service.model.labels
+    empty_mood = pd.DataFrame(columns=["time", "emotion", "share"])
 
-    def new_session() -> LiveSession:
-        return LiveSession(FaceTracker(smoothing=settings.smoothing), MoodTimeline(labels=labels))
+    def new_session(adapter: str | None = None) -> LiveSession:
+        labels = service.model_for(adapter).labels
+        return LiveSession(FaceTracker(smoothing=settings.smoothing), MoodTimeline(labels=labels), adapter=adapter)
 
-    def live_step(frame, session: LiveSession | None, detector, threshold, smoothing, align):
+    def adapter_choices() -> list[str]:
+        return [NO_ADAPTER, *service.adapter_names()]
+
+    # --- Live ---
+    def live_step(frame, session: LiveSession | None, detector, threshold, smoothing, align, adapter):
         """One webcam frame: annotated frame, largest face's probabilities, face table, mood plot."""
-        session = session or new_session()
+        if session is None or session.adapter != adapter:  # another adapter: other labels, fresh tracks
+            session = new_session(adapter)
         if frame is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
         session.tracker.smoothing = float(smoothing)
         try:
             analysis = service.analyze(frame, detector=detector, score_threshold=threshold, align=align,
-                                       tracker=session.tracker, live=True)
+                                       tracker=session.tracker, live=True, adapter=adapter)
         except Exception as error:  # a bad frame must never end the stream
             logger.warning("live frame skipped: %s", error)
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
@@ -136,28 +194,33 @@ def build_app(service: EmotionService) -> gr.Blocks:
             plot, session.last_plot = session.mood.table(), time.monotonic()
         return draw_faces(as_rgb_uint8(frame), analysis.faces), largest, face_rows(analysis), plot, session
 
-    def reset_live():
-        return None, None, [], pd.DataFrame(columns=["time", "emotion", "share"]), new_session()
+    def reset_live(adapter):
+        return None, None, [], empty_mood, new_session(adapter)
 
-    def photo_step(path, detector, threshold, align):
+    # --- Photo ---
+    def photo_step(path, detector, threshold, align, adapter):
         if not path:
             raise gr.Error("Upload a photo first.")
         try:
             image = read_image(path)
-            analysis = service.analyze(image, detector=detector, score_threshold=threshold, align=align)
+            analysis = service.analyze(image, detector=detector, score_threshold=threshold, align=align,
+                                       adapter=adapter)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         note = f"{len(analysis.faces)} face(s) found in {analysis.timings_ms['total']:.0f} ms." if analysis.faces \
             else "No face found. Try a lower detection threshold, or a larger or sharper photo."
-        return draw_faces(image, analysis.faces), service.describe(analysis, detector), note
+        return draw_faces(image, analysis.faces), service.describe(analysis, detector, adapter), note
 
-    def analyze(image: gr.FileData, detector: str = settings.detector, score_threshold: float = settings.score_threshold) -> dict:
+    # --- API ---
+    def analyze(image: gr.FileData, detector: str = settings.detector, score_threshold: float = settings.score_threshold,
+                adapter: str = NO_ADAPTER) -> dict:
         """Find every face in an image and classify its emotion.
 
         Args:
             image: the image file (JPEG, PNG, WebP, ...; any size).
             detector: face detector, "retinaface" or "yunet".
             score_threshold: minimum detector confidence for a face (0-1).
+            adapter: name of a personalised adapter, or "none" for the base model.
         Returns:
             {faces: [{box, score, label, probabilities, track_id, landmarks}], model, detector, image, timings_ms}
         """
@@ -165,16 +228,68 @@ def build_app(service: EmotionService) -> gr.Blocks:
         if detector not in DETECTOR_BACKENDS:
             raise gr.Error(f"unknown detector {detector!r}; choose one of {', '.join(DETECTOR_BACKENDS)}")
         try:
-            analysis = service.analyze(read_image(path), detector=detector, score_threshold=score_threshold)
+            analysis = service.analyze(read_image(path), detector=detector, score_threshold=score_threshold,
+                                       adapter=adapter)
+            return service.describe(analysis, detector, adapter)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        return service.describe(analysis, detector)
+
+    # --- Personalize: references live in this session's memory until an adapter is built ---
+    def add_references(files, capture, label: str, refs: References | None):
+        refs = refs or References()
+        label = (label or "").strip()
+        if not label:
+            raise gr.Error("Type the label these references show (an emotion, or a new one such as 'confused').")
+        images = []
+        for path in files or []:
+            try:
+                images.append((Path(path).name, read_image(path)))
+            except ValueError as error:  # a broken upload is noted, the others still count
+                refs.skipped.append(f"{Path(path).name}: {error}")
+        if capture is not None:
+            images.append(("webcam capture", capture))
+        if not images:
+            raise gr.Error("Add one or more photos, or capture one with the webcam.")
+        found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.crop_margin)
+                    for name, image in images)
+        if not found:
+            gr.Warning("No face found in these images.")
+        return refs, reference_summary(refs), None, None
+
+    def clear_references():
+        return References(), reference_summary(References())
+
+    def build(name: str, refs: References | None, progress=gr.Progress()):
+        if refs is None or not refs.crops:
+            raise gr.Error("Add reference faces first.")
+        try:
+            metadata = service.build_adapter(refs, name or "", progress=lambda f, message: progress(f, desc=message))
+        except (AdaptError, ValueError) as error:
+            raise gr.Error(str(error)) from error
+        message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
+                   f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
+                   "Select it under Settings.")
+        choices = adapter_choices()
+        return message, gr.update(choices=choices), gr.update(choices=choices[1:], value=metadata["name"])
+
+    def delete(name: str):
+        try:
+            service.delete_adapter(name)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        choices = adapter_choices()
+        return f"Deleted adapter **{name}**.", gr.update(choices=choices, value=NO_ADAPTER), \
+            gr.update(choices=choices[1:], value=None)
+
+    def list_adapters() -> list[str]:
+        """Names of the personalised adapters on this server."""
+        return service.adapter_names()
 
     # Purge Gradio's cache of served frames every minute, keeping files at most two minutes.
     with gr.Blocks(title="emotion_vit: live face emotions", delete_cache=(60, 120)) as app:
         gr.Markdown(
             "# emotion_vit\nEvery face in the frame, with its emotion. "
-            f"Model: `{Path(service.model.name).name}` ({', '.join(labels)}). "
+            f"Model: `{Path(service.model.name).name}` ({', '.join(service.model.labels)}). "
             "Frames are analysed in memory and never stored.")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
@@ -184,23 +299,23 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 smoothing = gr.Slider(0.0, 0.95, value=settings.smoothing, step=0.05,
                                       label="Smoothing (live): weight of past frames")
                 align = gr.Checkbox(value=settings.align, label="Align faces by the eyes")
+                adapter = gr.Dropdown(adapter_choices(), value=NO_ADAPTER, label="Adapter (Personalize tab)")
         with gr.Tab("Live"):
             session = gr.State(None)
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
                 annotated = gr.Image(label="Faces", format="jpeg", interactive=False)
             with gr.Row():
-                largest = gr.Label(num_top_classes=len(labels), label="Largest face")
+                largest = gr.Label(num_top_classes=len(service.model.labels), label="Largest face")
                 table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Faces", interactive=False, wrap=True)
-            mood = gr.LinePlot(pd.DataFrame(columns=["time", "emotion", "share"]), x="time", y="share",
-                               color="emotion", y_lim=[0, 1], height=260,
+            mood = gr.LinePlot(empty_mood, x="time", y="share", color="emotion", y_lim=[0, 1], height=260,
                                label="Class mood: share of faces per emotion, last 5 minutes")
             reset = gr.Button("Reset tracks and mood", size="sm")
-            webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align],
+            webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align, adapter],
                           [annotated, largest, table, mood, session], stream_every=settings.stream_every,
                           time_limit=settings.stream_time_limit, show_progress="hidden",
                           api_visibility="undocumented")
-            reset.click(reset_live, None, [annotated, largest, table, mood, session], api_visibility="private")
+            reset.click(reset_live, [adapter], [annotated, largest, table, mood, session], api_visibility="private")
         with gr.Tab("Photo"):
             with gr.Row():
                 photo = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo")
@@ -208,9 +323,37 @@ def build_app(service: EmotionService) -> gr.Blocks:
             photo_button = gr.Button("Analyze", variant="primary")
             photo_note = gr.Markdown()
             photo_json = gr.JSON(label="Per-face results")
-            photo_button.click(photo_step, [photo, detector, threshold, align],
+            photo_button.click(photo_step, [photo, detector, threshold, align, adapter],
                                [photo_annotated, photo_json, photo_note], api_visibility="private")
+        with gr.Tab("Personalize"):
+            gr.Markdown(
+                "Teach the model your room, your students or a new expression from a few labelled photos: "
+                "pick a label (one of the 7 emotions, or a new one such as *confused*), add photos or a webcam "
+                "capture, repeat for other labels, then build an adapter (under a minute). Photos stay in "
+                "memory; only the adapter's weights are saved.")
+            refs = gr.State(None)
+            with gr.Row():
+                ref_label = gr.Textbox(label="Label", placeholder="happy, surprise, confused, ...")
+                ref_files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
+                ref_capture = gr.Image(sources=["webcam"], type="numpy", label="or capture")
+            with gr.Row():
+                add_button = gr.Button("Add references")
+                clear_button = gr.Button("Clear references", size="sm")
+            ref_summary = gr.Markdown(reference_summary(References()))
+            with gr.Row():
+                adapter_name = gr.Textbox(label="Adapter name", placeholder="room-12")
+                build_button = gr.Button("Build adapter", variant="primary")
+            build_note = gr.Markdown()
+            with gr.Row():
+                existing = gr.Dropdown(adapter_choices()[1:], label="Adapters on this server", value=None)
+                delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
+            add_button.click(add_references, [ref_files, ref_capture, ref_label, refs],
+                             [refs, ref_summary, ref_files, ref_capture], api_name="add_references")
+            clear_button.click(clear_references, None, [refs, ref_summary], api_name="clear_references")
+            build_button.click(build, [adapter_name, refs], [build_note, adapter, existing], api_name="build_adapter")
+            delete_button.click(delete, [existing], [build_note, adapter, existing], api_name="delete_adapter")
         gr.api(analyze, api_name="analyze")
+        gr.api(list_adapters, api_name="list_adapters")
     return app
 
 

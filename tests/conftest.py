@@ -7,6 +7,7 @@ noise, so a tiny model can learn them in a few steps and a broken pipeline shows
 from __future__ import annotations
 
 import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,13 @@ YUNET_ONNX = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a test server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def pattern_face(label_id: int, seed: int, size: int = 48) -> Image.Image:

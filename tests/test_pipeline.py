@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED_IMAGES
 from PIL import Image
 
-from conftest import SHARED_IMAGES
-from emotion_vit.detect import DetectorOptions, Face, create_detector
+from emotion_vit.detect import Face, create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import build_image_processor, build_model, load_emotion_model
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, face_crop

@@ -1,0 +1,186 @@
+"""Few-shot adapters: build, save, load, refuse a wrong base, grow the head, survive bad references."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, free_port, pattern_face
+from gradio_client import Client, handle_file
+from PIL import Image, ImageOps
+
+from emotion_vit.adapt import (
+    AdaptError,
+    AdaptOptions,
+    References,
+    adapter_size_bytes,
+    build_adapter,
+    load_adapter,
+    load_references,
+    save_adapter,
+)
+from emotion_vit.detect import create_detector
+from emotion_vit.labels import EMOTIONS
+from emotion_vit.model import build_image_processor, build_model, load_emotion_model, weights_sha256
+
+ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
+QUICK = AdaptOptions(steps=6, batch_size=8)
+
+
+def save_small_model(folder, seed: int = 0):
+    torch.manual_seed(seed)
+    build_model(model_type="vit", model_config={"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
+                                                "num_attention_heads": 2, "intermediate_size": 64}).save_pretrained(folder)
+    build_image_processor(48).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return load_emotion_model(save_small_model(tmp_path_factory.mktemp("base")))
+
+
+def pattern_refs(per_label: dict[str, int]) -> References:
+    refs = References()
+    for label, count in per_label.items():
+        for i in range(count):
+            label_id = EMOTIONS.index(label) if label in EMOTIONS else 3
+            refs.add_image(np.asarray(pattern_face(label_id, 100 + i).convert("RGB")), label, f"{label}{i}", None)
+    return refs
+
+
+def test_round_trip_gives_identical_outputs(base, tmp_path):
+    refs = pattern_refs({"happy": 2, "sad": 1})
+    model, metadata = build_adapter(base, refs, "room", QUICK)
+    folder = save_adapter(model, metadata, tmp_path / "room")
+    assert {p.name for p in folder.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "emotion_adapter.json"}
+    assert adapter_size_bytes(folder) <= 2 * 1024 * 1024
+    with torch.inference_mode():
+        expected = model(pixel_values=base.preprocessing(refs.crops)).logits.softmax(-1)
+    loaded = load_adapter(base, folder)
+    assert torch.allclose(loaded.predict_proba(refs.crops), expected, atol=1e-6)
+    saved = json.loads((folder / "emotion_adapter.json").read_text())
+    assert saved["references_per_label"] == {"happy": 2, "sad": 1} and saved["base_model_sha256"] == base.sha256
+    assert saved["labels"] == list(EMOTIONS) and saved["new_labels"] == [] and "created" in saved
+
+
+def test_new_label_grows_the_head_and_keeps_base_ids(base, tmp_path):
+    refs = pattern_refs({"confused": 1, "happy": 1})  # k = 1
+    model, metadata = build_adapter(base, refs, "new", QUICK)
+    assert metadata["labels"] == [*EMOTIONS, "confused"] and metadata["new_labels"] == ["confused"]
+    loaded = load_adapter(base, save_adapter(model, metadata, tmp_path / "new"))
+    assert loaded.labels[:7] == list(EMOTIONS) and loaded.labels[7] == "confused"
+    assert loaded.model.config.id2label[7] == "confused" and loaded.model.config.label2id["surprise"] == 5
+    assert loaded.predict_proba(refs.crops).shape == (2, 8)
+
+
+def test_prototype_method_changes_no_base_class(base):
+    """Imprinting alone adds a row and leaves every base logit exactly as it was."""
+    refs = pattern_refs({"bored": 2})
+    model, _ = build_adapter(base, refs, "proto", AdaptOptions(method="prototype"))
+    faces = [np.asarray(pattern_face(i, 7).convert("RGB")) for i in range(7)]
+    with torch.inference_mode():
+        adapted = model(pixel_values=base.preprocessing(faces)).logits
+        original = base.model(pixel_values=base.preprocessing(faces)).logits
+    assert torch.allclose(adapted[:, :7], original, atol=1e-5) and adapted.shape == (7, 8)
+
+
+def test_adapter_for_another_base_is_refused(base, tmp_path):
+    model, metadata = build_adapter(base, pattern_refs({"happy": 1}), "mine", QUICK)
+    folder = save_adapter(model, metadata, tmp_path / "mine")
+    other = load_emotion_model(save_small_model(tmp_path / "other", seed=1))
+    with pytest.raises(AdaptError, match="was made for base model"):
+        load_adapter(other, folder)
+    with pytest.raises(AdaptError, match="not an emotion adapter"):
+        load_adapter(base, tmp_path)
+
+
+def test_adaptation_never_modifies_the_base_model_on_disk(tmp_path):
+    folder = save_small_model(tmp_path / "base")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    model = load_emotion_model(folder)
+    build_adapter(model, pattern_refs({"happy": 2, "confused": 1}), "x", QUICK)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert weights_sha256(folder) == model.sha256
+
+
+def test_reference_folders_with_faces_bad_files_and_variants(tmp_path):
+    refs_dir = tmp_path / "refs"
+    (refs_dir / "Surprised").mkdir(parents=True)
+    (refs_dir / "confused").mkdir()
+    photo = Image.open(ASTRONAUT)
+    photo.save(refs_dir / "Surprised" / "a.jpg")
+    ImageOps.mirror(photo).save(refs_dir / "confused" / "b.png")
+    Image.new("RGB", (200, 200), "white").save(refs_dir / "confused" / "no_face.png")
+    (refs_dir / "confused" / "broken.jpg").write_bytes(b"not an image")
+    (refs_dir / "confused" / "notes.txt").write_text("hello")
+    refs = load_references(refs_dir, create_detector("retinaface"))
+    assert refs.counts() == {"surprise": 1, "confused": 1}
+    assert all(crop.shape[0] == crop.shape[1] >= 100 for crop in refs.crops)  # the face, cropped square
+    skipped = " ".join(refs.skipped)
+    assert "no_face.png: no face found" in skipped and "broken.jpg" in skipped and "notes.txt" in skipped
+
+
+def test_unusable_reference_folders_are_clear_errors(tmp_path):
+    with pytest.raises(AdaptError, match="not found"):
+        load_references(tmp_path / "missing", None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdaptError, match="no label folders"):
+        load_references(tmp_path / "empty", None)
+    (tmp_path / "empty" / "happy").mkdir()
+    with pytest.raises(AdaptError, match="no usable reference face"):
+        load_references(tmp_path / "empty", None)
+    (tmp_path / "empty" / "happy" / "x.jpg").write_bytes(b"broken")
+    with pytest.raises(AdaptError, match="x.jpg"):
+        load_references(tmp_path / "empty", None)
+
+
+def test_adapt_command(tmp_path):
+    import subprocess
+    import sys
+    base_dir = save_small_model(tmp_path / "base")
+    refs_dir = tmp_path / "refs" / "happy"
+    refs_dir.mkdir(parents=True)
+    pattern_face(3, 1).save(refs_dir / "one.png")  # k = 1, a single label, already a face crop
+    out = subprocess.run([sys.executable, "train.py", "adapt", "--base", str(base_dir), "--references",
+                          str(tmp_path / "refs"), "--name", "solo", "--adapters-dir", str(tmp_path / "adapters"),
+                          "--already-cropped", "--steps", "5"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "adapter 'solo'" in out.stdout and (tmp_path / "adapters" / "solo" / "adapter_model.safetensors").is_file()
+
+
+def test_personalize_flow_through_gradio_client(tmp_path):
+    """Add references per label, build an adapter, use it in /analyze, list and delete it: as a team would."""
+    from emotion_vit.webapp import AppSettings, EmotionService, build_app, launch
+    service = EmotionService(AppSettings(model=str(save_small_model(tmp_path / "base")),
+                                         adapters_dir=str(tmp_path / "adapters")))
+    app = build_app(service)
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        mirrored = tmp_path / "mirrored.jpg"
+        ImageOps.mirror(Image.open(ASTRONAUT)).save(mirrored)
+        blank = tmp_path / "blank.png"
+        Image.new("RGB", (100, 100), "white").save(blank)
+        summary = client.predict([handle_file(str(ASTRONAUT)), handle_file(str(blank))], None, "confused",
+                                 api_name="/add_references")[0]
+        assert "**confused** 1" in summary and "blank.png" in summary  # the face-less photo is listed
+        summary = client.predict([handle_file(str(mirrored))], None, "happy", api_name="/add_references")[0]
+        assert "2 reference face(s)" in summary
+        note = client.predict("team-room", api_name="/build_adapter")[0]
+        assert "team-room" in note and "confused" in note
+        assert client.predict(api_name="/list_adapters") == ["team-room"]
+        result = client.predict(handle_file(str(ASTRONAUT)), adapter="team-room", api_name="/analyze")
+        assert set(result["faces"][0]["probabilities"]) == {*EMOTIONS, "confused"}
+        assert result["model"].endswith("+team-room")
+        with pytest.raises(Exception, match="no adapter named"):
+            client.predict(handle_file(str(ASTRONAUT)), adapter="nope", api_name="/analyze")
+        client.predict("team-room", api_name="/delete_adapter")
+        assert client.predict(api_name="/list_adapters") == []
+    finally:
+        app.close()
+        shutil.rmtree(tmp_path / "adapters", ignore_errors=True)
