@@ -19,7 +19,8 @@ from emotion_vit.evaluation import evaluate_model, format_results
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    commands = {"evaluate": evaluate_command, "adapt": adapt_command, "push": push_command}
+    commands = {"evaluate": evaluate_command, "adapt": adapt_command, "push": push_command,
+                "feature-stats": feature_stats_command}
     if argv and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     from emotion_vit.training import train
@@ -71,6 +72,27 @@ def adapt_command(argv: list[str]) -> None:
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
     print(f"adapter {args.name!r}: labels {metadata['labels']}, {metadata['training_steps']} steps in "
           f"{metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
+
+
+def feature_stats_command(argv: list[str]) -> None:
+    from emotion_vit.adapt import compute_feature_stats, dataset_batches, save_feature_stats
+    from emotion_vit.data import load_emotion_dataset
+    from emotion_vit.model import load_emotion_model
+    from emotion_vit.transforms import eval_transform
+
+    parser = argparse.ArgumentParser(prog="train.py feature-stats", description=(
+        "Write feature_stats.safetensors (class means, pooled covariance of the classifier's input) into a "
+        "model folder, for few-shot adapters. Training writes it; this adds it to models trained elsewhere."))
+    parser.add_argument("--model", required=True, help="Model folder.")
+    parser.add_argument("--data", required=True, help="The model's training data (any supported source).")
+    args = parser.parse_args(argv)
+    model = load_emotion_model(args.model)
+    split = load_emotion_dataset(args.data)["train"]
+    if split.features["label"].names != model.labels:
+        raise SystemExit(f"data labels {split.features['label'].names} differ from the model's {model.labels}")
+    split.set_transform(eval_transform(model.preprocessing))
+    stats = compute_feature_stats(model.model, dataset_batches(split), len(model.labels))
+    print(save_feature_stats(stats, model.labels, args.model))
 
 
 def push_command(argv: list[str]) -> None:

@@ -7,12 +7,16 @@
         -> peft LoRA on the attention projections, the classifier in modules_to_save, trained
            for a few dozen augmented steps with
               cross-entropy on the references
+            + cross-entropy on features replayed from the base classes' Gaussians
+              (feature_stats.safetensors, written with the base model): the negatives that a
+              handful of positive references lack, so a new class does not swallow the others
             + distillation to the base model on the other base classes (its "dark knowledge"),
            so labels absent from the references keep the base model's behaviour
         -> adapter_config.json + adapter_model.safetensors (peft layout) + emotion_adapter.json
 
-Methods (`AdaptOptions.method`): "lora" (above), "head" (LoRA on the classifier only: a
-last-layer fine-tune) and "prototype" (imprinting alone, no training). bench/fewshot.py
+Methods (`AdaptOptions.method`): "lora" (above), "head" (a last-layer fine-tune: the
+classifier alone, trained on the references' frozen features of augmented views plus replay)
+and "prototype" (imprinting alone, no training). bench/fewshot.py
 compares them; the default is the one that measured best.
 """
 
@@ -47,6 +51,7 @@ from .transforms import Preprocessing, training_augmentation
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "emotion_adapter.json"
+FEATURE_STATS_FILE = "feature_stats.safetensors"
 ATTENTION_LINEARS = r".*\.attention\.(query|key|value|proj|q_proj|k_proj|v_proj|o_proj)$"
 MLP_LINEARS = r".*\.mlp\.(dense1|dense2|fc1|fc2)$"
 
@@ -63,9 +68,12 @@ class AdaptOptions:
     include_mlp: bool = False  # also adapt the MLP projections
     steps: int = 80  # at most; training stops early once the references are fitted
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 2e-4  # LoRA matrices: small, so the backbone's features move little
+    head_learning_rate: float = 2e-3  # the classifier (and the "head" method)
     distillation_weight: float = 1.0
     distillation_temperature: float = 2.0
+    replay_weight: float = 1.0  # cross-entropy on features sampled from the base classes' statistics
+    replay_batch: int = 64
     augmentation_strength: float = 0.7
     max_seconds: float = 50.0  # time budget for training on a CPU
     seed: int = 42
@@ -136,6 +144,70 @@ def load_references(folder: str | Path, detector: FaceDetector | None, crop_marg
     return refs
 
 
+@torch.no_grad()
+def compute_feature_stats(model: nn.Module, batches, num_labels: int) -> dict[str, torch.Tensor]:
+    """Per-class means and the pooled within-class covariance of the classifier's input features,
+    over (pixel_values, label ids) batches of a training set."""
+    model.eval()
+    features, ids = [], []
+    for pixel_values, labels in batches:
+        features.append(embeddings(model, pixel_values).float())
+        ids.append(torch.as_tensor(labels))
+    features, ids = torch.cat(features), torch.cat(ids)
+    counts = torch.bincount(ids, minlength=num_labels)
+    means = torch.zeros(num_labels, features.shape[1]).index_add_(0, ids, features) / counts.clamp(min=1)[:, None]
+    centred = features - means[ids]
+    covariance = centred.T @ centred / max(len(features) - num_labels, 1)
+    return {"means": means, "counts": counts, "covariance": covariance}
+
+
+def dataset_batches(split, batch_size: int = 512):
+    """(pixel_values, labels) batches of a split that carries an eval transform."""
+    for start in range(0, len(split), batch_size):
+        batch = split[start:start + batch_size]
+        yield batch["pixel_values"], batch["labels"]
+
+
+def save_feature_stats(stats: dict[str, torch.Tensor], labels: list[str], folder: str | Path) -> Path:
+    from safetensors.torch import save_file
+    path = Path(folder) / FEATURE_STATS_FILE
+    save_file({k: v.contiguous() for k, v in stats.items()}, str(path), metadata={"labels": json.dumps(labels)})
+    return path
+
+
+def load_feature_stats(base: EmotionModel) -> dict[str, torch.Tensor] | None:
+    """The base model's feature statistics, if it ships them (local folder or hub repo)."""
+    from safetensors import safe_open
+    path = Path(base.name) / FEATURE_STATS_FILE
+    if not path.is_file():
+        try:
+            from huggingface_hub import hf_hub_download
+            path = Path(hf_hub_download(base.name, FEATURE_STATS_FILE))
+        except Exception:  # no such file, offline, or not a hub id
+            logger.warning("%s has no %s: adapting without feature replay", base.name, FEATURE_STATS_FILE)
+            return None
+    with safe_open(str(path), "pt") as f:
+        if json.loads(f.metadata()["labels"]) != list(base.labels):
+            raise AdaptError(f"{path}: statistics for other labels than the model's {base.labels}")
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+class FeatureReplay:
+    """Samples features of the base classes from N(mean_c, pooled covariance)."""
+
+    def __init__(self, stats: dict[str, torch.Tensor]):
+        covariance = stats["covariance"].double()
+        ridge = 1e-3 * covariance.diagonal().mean()
+        self.cholesky = torch.linalg.cholesky(covariance + ridge * torch.eye(len(covariance), dtype=torch.double)).float()
+        self.means = stats["means"].float()
+        self.present = torch.nonzero(stats["counts"] > 0).flatten()
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = self.present[torch.randint(len(self.present), (n,), generator=generator)]
+        noise = torch.randn(n, self.means.shape[1], generator=generator)
+        return self.means[labels] + noise @ self.cholesky.T, labels
+
+
 def grow_classifier(model: nn.Module, new_labels: list[str]) -> None:
     """Append output rows for new labels; existing rows (and so the base classes' ids) are unchanged."""
     if not new_labels:
@@ -202,47 +274,68 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
     grow_classifier(model, new_labels)
     labels = base_labels + new_labels
     label_ids = torch.tensor([labels.index(label) for label in refs.labels])
-    preprocessing = base.preprocessing
-    clean = preprocessing(refs.crops)
-    by_label = {int(i): clean[label_ids == i] for i in label_ids.unique()}
-    imprint(model, [labels.index(label) for label in new_labels], by_label, len(base_labels))
+    clean = base.preprocessing(refs.crops)
+    imprint(model, [labels.index(label) for label in new_labels],
+            {int(i): clean[label_ids == i] for i in label_ids.unique()}, len(base_labels))
 
-    targets = _target_modules(options)
     peft_model = get_peft_model(model, LoraConfig(
-        r=options.rank, lora_alpha=options.alpha, lora_dropout=0.0, target_modules=targets,
+        r=options.rank, lora_alpha=options.alpha, lora_dropout=0.0, target_modules=_target_modules(options),
         modules_to_save=None if options.method == "head" else ["classifier"]))
-    steps_done = 0
-    if options.method != "prototype":
-        steps_done = _train(peft_model, refs.crops, label_ids, len(base_labels), preprocessing, options, progress)
+    stats = load_feature_stats(base) if options.replay_weight > 0 and options.method != "prototype" else None
+    replay = FeatureReplay(stats) if stats is not None else None
+    trainer = {"lora": _train_lora, "head": _train_head}.get(options.method)
+    steps_done = trainer(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay, options,
+                         progress) if trainer else 0
     peft_model.eval()
     metadata = {
         "name": name, "labels": labels, "new_labels": new_labels, "base_labels": base_labels,
         "references_per_label": refs.counts(), "base_model": base.name, "base_model_sha256": base.sha256,
-        "method": options.method, "options": asdict(options), "training_steps": steps_done,
-        "seconds": round(time.perf_counter() - started, 2),
+        "method": options.method, "options": asdict(options), "feature_replay": replay is not None,
+        "training_steps": steps_done, "seconds": round(time.perf_counter() - started, 2),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "skipped_references": refs.skipped,
     }
     progress(1.0, f"adapter {name!r} ready ({steps_done} steps, {metadata['seconds']:.0f} s)")
     return peft_model, metadata
 
 
-def _train(model: PeftModel, crops: list[np.ndarray], label_ids: torch.Tensor, num_base: int,
-           preprocessing: Preprocessing, options: AdaptOptions, progress) -> int:
-    """Augmented, class-balanced steps of cross-entropy + distillation; stops early once fitted."""
-    augment = training_augmentation(options.augmentation_strength)
-    grays = [preprocessing.gray(crop) for crop in crops]
-    by_label = {int(i): np.flatnonzero(label_ids.numpy() == i) for i in label_ids.unique()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=0.0)
+class _BalancedViews:
+    """Augmented views of the references, drawn class-balanced (k may differ per label, down to 1)."""
+
+    def __init__(self, refs: References, label_ids: torch.Tensor, preprocessing: Preprocessing, strength: float):
+        self.grays = [preprocessing.gray(crop) for crop in refs.crops]
+        self.by_label = {int(i): np.flatnonzero(label_ids.numpy() == i) for i in label_ids.unique()}
+        self.label_ids, self.preprocessing = label_ids, preprocessing
+        self.augment = training_augmentation(strength)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = [int(np.random.choice(self.by_label[random.choice(list(self.by_label))])) for _ in range(size)]
+        pixels = self.preprocessing.normalize(
+            [self.preprocessing.resize(self.augment(image=self.grays[i])["image"]) for i in picks])
+        return pixels, self.label_ids[picks]
+
+
+def _replay_loss(model: PeftModel, replay: FeatureReplay | None, options: AdaptOptions) -> torch.Tensor:
+    """Cross-entropy of the (adapted) classifier on features sampled from the base classes."""
+    if replay is None:
+        return torch.zeros(())
+    features, labels = replay.sample(options.replay_batch)
+    return options.replay_weight * F.cross_entropy(model.get_base_model().classifier(features), labels)
+
+
+def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num_base: int,
+                preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
+    """Augmented steps of cross-entropy + replay + distillation; stops early once the references fit."""
+    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength)
+    head = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
+    optimizer = torch.optim.AdamW([{"params": lora, "lr": options.learning_rate},
+                                   {"params": head, "lr": options.head_learning_rate}], weight_decay=0.0)
     temperature, started, fitted_steps = options.distillation_temperature, time.perf_counter(), 0
     model.train()
     for step in range(1, options.steps + 1):
-        # Class-balanced batch: k may differ per label, down to a single reference.
-        picks = [int(np.random.choice(by_label[random.choice(list(by_label))])) for _ in range(options.batch_size)]
-        pixels = preprocessing.normalize([preprocessing.resize(augment(image=grays[i])["image"]) for i in picks])
-        targets = label_ids[picks]
+        pixels, targets = views.batch(options.batch_size)
         logits = model(pixel_values=pixels).logits
-        loss = F.cross_entropy(logits, targets)
+        loss = F.cross_entropy(logits, targets) + _replay_loss(model, replay, options)
         if options.distillation_weight > 0:
             with torch.no_grad(), model.disable_adapter():
                 teacher = model(pixel_values=pixels).logits[:, :num_base]
@@ -261,6 +354,30 @@ def _train(model: PeftModel, crops: list[np.ndarray], label_ids: torch.Tensor, n
         if fitted_steps >= 10 or time.perf_counter() - started > options.max_seconds:
             break  # every reference right for 10 batches in a row, or out of time
     return step
+
+
+def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, num_base: int,
+                preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
+    """A last-layer fine-tune on frozen features: augmented views of the references (embedded once)
+    against replayed base-class features. The backbone is untouched, so this is fast."""
+    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength)
+    view_count = max(256, 32 * len(views.by_label))
+    with model.disable_adapter():
+        batches = [views.batch(128) for _ in range(view_count // 128)]
+        features = torch.cat([embeddings(model.get_base_model(), pixels) for pixels, _ in batches])
+    targets = torch.cat([labels for _, labels in batches])
+    classifier = model.get_base_model().classifier
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.head_learning_rate,
+                                  weight_decay=0.0)
+    steps = options.steps * 3  # feature-only steps cost next to nothing
+    for step in range(1, steps + 1):
+        picks = torch.randint(len(features), (options.batch_size,))
+        loss = F.cross_entropy(classifier(features[picks]), targets[picks]) + _replay_loss(model, replay, options)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        progress(step / steps, f"step {step}/{steps}, loss {loss.item():.3f}")
+    return steps
 
 
 def save_adapter(model: PeftModel, metadata: dict, folder: str | Path) -> Path:

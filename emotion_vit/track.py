@@ -39,23 +39,27 @@ class FaceTracker:
 
     smoothing: weight of the past in the EMA (0 = no smoothing, 0.6 = a new frame counts 40%).
     min_iou: the overlap a detection needs with a track's last box to continue it.
+    max_shift: without that overlap, a detection still continues a track whose centre is within
+        this many box sizes: on a busy CPU only a frame or two a second is analysed, and a moving
+        face can leave its old box entirely.
     max_missed: frames a track survives without a detection (a face briefly hidden keeps its id).
     """
 
     smoothing: float = 0.6
     min_iou: float = 0.3
+    max_shift: float = 0.75
     max_missed: int = 5
     tracks: list[Track] = field(default_factory=list)
     next_id: int = 1
 
     def update(self, boxes: list[Box], probabilities: np.ndarray) -> tuple[list[int], np.ndarray]:
         """Match this frame's faces to tracks; return their track ids and smoothed probabilities."""
-        pairs = sorted(((iou(box, track.box), i, j) for i, box in enumerate(boxes)
+        pairs = sorted(((self._affinity(box, track.box), i, j) for i, box in enumerate(boxes)
                         for j, track in enumerate(self.tracks)), reverse=True)
         face_to_track: dict[int, int] = {}
         taken: set[int] = set()
-        for overlap, i, j in pairs:
-            if overlap < self.min_iou:
+        for affinity, i, j in pairs:
+            if affinity <= 0:
                 break
             if i not in face_to_track and j not in taken:
                 face_to_track[i] = j
@@ -79,6 +83,16 @@ class FaceTracker:
                 track.missed += 1
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         return ids, smoothed
+
+    def _affinity(self, box: Box, previous: Box) -> float:
+        """IoU when it is at least min_iou; else a smaller positive score for a near centre; else 0."""
+        overlap = iou(box, previous)
+        if overlap >= self.min_iou:
+            return overlap
+        size = max(box[2] - box[0], box[3] - box[1], previous[2] - previous[0], previous[3] - previous[1], 1e-6)
+        shift = np.hypot((box[0] + box[2] - previous[0] - previous[2]) / 2,
+                         (box[1] + box[3] - previous[1] - previous[3]) / 2) / size
+        return self.min_iou * (1 - shift / self.max_shift) * 0.5 if shift < self.max_shift else 0.0
 
     def reset(self) -> None:
         self.tracks.clear()

@@ -21,6 +21,7 @@ import transformers
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from .adapt import compute_feature_stats, dataset_batches, save_feature_stats
 from .card import write_model_card
 from .data import DataOptions, describe, load_emotion_dataset
 from .hub import push_folder
@@ -229,6 +230,10 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
 
     fold_grayscale_into_model(trainer.model)
     trainer.save_model(str(output_dir))  # weights (safetensors), config with labels, processor config
+    # Class feature statistics: the few-shot adapters replay them as the base classes' examples.
+    stats = compute_feature_stats(trainer.model, dataset_batches(dataset["train"].with_transform(
+        eval_transform(Preprocessing.from_processor(trainer.processing_class)))), len(labels))
+    save_feature_stats(stats, labels, output_dir)
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     write_model_card(output_dir, results=results, labels=labels, recipe=recipe, data_summary=data_summary,
                      base_model=model_args.model_name_or_path, model_type=trainer.model.config.model_type,

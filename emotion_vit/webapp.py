@@ -129,9 +129,16 @@ class EmotionService:
     def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None) -> dict:
         """The JSON answer of /analyze."""
         return {"faces": [face.to_dict() for face in analysis.faces],
-                "model": self.model_for(adapter).name, "detector": detector or self.settings.detector,
+                "model": public_name(self.model_for(adapter).name), "detector": detector or self.settings.detector,
                 "image": {"width": analysis.width, "height": analysis.height},
                 "timings_ms": analysis.timings_ms}
+
+
+def public_name(model_name: str) -> str:
+    """A model's name for answers and the page: a folder's name, not the server's path to it."""
+    base, _, adapter = model_name.partition("+")
+    name = Path(base).name if Path(base).exists() else base
+    return f"{name}+{adapter}" if adapter else name
 
 
 @dataclass
@@ -289,7 +296,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
     with gr.Blocks(title="emotion_vit: live face emotions", delete_cache=(60, 120)) as app:
         gr.Markdown(
             "# emotion_vit\nEvery face in the frame, with its emotion. "
-            f"Model: `{Path(service.model.name).name}` ({', '.join(service.model.labels)}). "
+            f"Model: `{public_name(service.model.name)}` ({', '.join(service.model.labels)}). "
             "Frames are analysed in memory and never stored.")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
@@ -307,9 +314,10 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 annotated = gr.Image(label="Faces", format="jpeg", interactive=False)
             with gr.Row():
                 largest = gr.Label(num_top_classes=len(service.model.labels), label="Largest face")
-                table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Faces", interactive=False, wrap=True)
-            mood = gr.LinePlot(empty_mood, x="time", y="share", color="emotion", y_lim=[0, 1], height=260,
-                               label="Class mood: share of faces per emotion, last 5 minutes")
+                table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Per-face results", interactive=False, wrap=True)
+            # Starts empty (None): an untyped empty frame would fix the axes as categories for good.
+            mood = gr.LinePlot(None, x="time", y="share", color="emotion", y_lim=[0, 1], height=280,
+                               show_label=False, title="Class mood: share of faces per emotion, last 5 minutes")
             reset = gr.Button("Reset tracks and mood", size="sm")
             webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align, adapter],
                           [annotated, largest, table, mood, session], stream_every=settings.stream_every,

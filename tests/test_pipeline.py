@@ -53,6 +53,15 @@ def test_tracker_keeps_ids_and_smooths():
     assert ids == [3]
 
 
+def test_tracker_follows_a_face_that_left_its_old_box():
+    """At 1-2 analysed frames a second a face can move past its box: the centre fallback keeps its id."""
+    tracker = FaceTracker()
+    happy = np.eye(7)[3][None]
+    assert tracker.update([(100, 100, 200, 200)], happy)[0] == [1]
+    assert tracker.update([(160, 110, 260, 210)], happy)[0] == [1]  # IoU 0.26 < 0.3, centre moved 0.6 sizes
+    assert tracker.update([(400, 110, 500, 210)], happy)[0] == [2]  # 2.4 sizes away: another face
+
+
 def test_face_crop_is_square_with_margin_and_handles_the_border():
     frame = np.zeros((100, 200, 3), np.uint8)
     frame[20:60, 50:90] = 255

@@ -1,0 +1,189 @@
+"""Few-shot adaptation on FER2013: new class, weak classes, wall time and size; methods compared.
+
+    python bench/fewshot.py --base models/emotion-vit-fer2013 \\
+        --heldout-base runs/fer2013-pvt-no-surprise --data ../shared/data/fer2013.zip
+
+a. New class: a base trained without `--heldout` (surprise) gets it back from k = 1, 5, 10
+   Training images; that class's recall and the other classes' accuracy on PublicTest, before
+   and after.
+b. Weak classes: k = 5, 10 references of disgust and of fear from one half of PublicTest; that
+   class's recall and overall accuracy on the other half, before and after.
+c. Wall time and adapter size for 7 labels x 5 references.
+Every cell is mean +- std over `--draws` seeded draws of references.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter  # noqa: E402
+from emotion_vit.data import load_emotion_dataset  # noqa: E402
+from emotion_vit.model import EmotionModel, load_emotion_model  # noqa: E402
+from emotion_vit.pipeline import set_inference_threads  # noqa: E402
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def split_arrays(split) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    names = split.features["label"].names
+    return [np.asarray(image) for image in split["image"]], np.asarray(split["label"]), names
+
+
+def predict(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512) -> np.ndarray:
+    return np.concatenate([model.predict_proba(faces[i:i + batch_size]).argmax(-1).numpy()
+                           for i in range(0, len(faces), batch_size)])
+
+
+def references(faces, labels, names, picks_by_label: dict[str, np.ndarray]) -> References:
+    refs = References()
+    for label, picks in picks_by_label.items():
+        for i in picks:
+            refs.add_image(faces[i], label, f"{label}-{i}", detector=None)
+    return refs
+
+
+def adapt(base: EmotionModel, refs: References, method: str, seed: int):
+    started = time.perf_counter()
+    model, metadata = build_adapter(base, refs, f"bench-{method}", AdaptOptions(method=method, seed=seed))
+    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as folder:
+        size = adapter_size_bytes(save_adapter(model, metadata, folder))
+    adapted = EmotionModel(model=model, preprocessing=base.preprocessing, labels=metadata["labels"], name="adapted",
+                      sha256=base.sha256)
+    return adapted, seconds, size
+
+
+def mean_std(values: list[float], percent: bool = True) -> str:
+    scale = 100 if percent else 1
+    return f"{np.mean(values) * scale:.1f} ± {np.std(values) * scale:.1f}"
+
+
+def new_class(args, test_faces, test_labels, test_names, train_faces, train_labels, train_names) -> list[dict]:
+    base = load_emotion_model(args.heldout_base)
+    if args.heldout in base.labels:
+        raise SystemExit(f"{args.heldout_base} already has {args.heldout!r}: train it with --exclude_labels {args.heldout}")
+    held = test_names.index(args.heldout)
+    others = test_labels != held
+    truth = np.array([test_names[i] for i in test_labels])
+    before = predict(base, test_faces)
+    before_other_acc = float(np.mean(np.array(base.labels)[before][others] == truth[others]))
+    pool = np.flatnonzero(train_labels == train_names.index(args.heldout))
+    rows = []
+    for method in args.methods:
+        for k in (1, 5, 10):
+            recalls, other_accs, seconds, sizes = [], [], [], []
+            for draw in range(args.draws):
+                rng = np.random.default_rng(1000 * k + draw)
+                refs = references(train_faces, train_labels, train_names, {args.heldout: rng.choice(pool, k, replace=False)})
+                adapted, secs, size = adapt(base, refs, method, seed=draw)
+                predicted = np.array(adapted.labels)[predict(adapted, test_faces)]
+                recalls.append(float(np.mean(predicted[~others] == args.heldout)))
+                other_accs.append(float(np.mean(predicted[others] == truth[others])))
+                seconds.append(secs)
+                sizes.append(size)
+            row = {"experiment": f"new class {args.heldout}", "method": method, "k": k,
+                   "recall_before": 0.0, "recall_after": recalls, "other_accuracy_before": before_other_acc,
+                   "other_accuracy_after": other_accs, "seconds": seconds, "adapter_bytes": sizes}
+            rows.append(row)
+            print(f"[new class] {method:9s} k={k:2d}: {args.heldout} recall {mean_std(recalls)}%, other classes "
+                  f"{before_other_acc:.1%} -> {mean_std(other_accs)}%, {np.mean(seconds):.1f} s", flush=True)
+    return rows
+
+
+def weak_classes(args, test_faces, test_labels, test_names) -> list[dict]:
+    base = load_emotion_model(args.base)
+    rng = np.random.default_rng(0)
+    half_a = np.zeros(len(test_labels), bool)
+    for label in np.unique(test_labels):  # stratified halves of PublicTest
+        members = rng.permutation(np.flatnonzero(test_labels == label))
+        half_a[members[: len(members) // 2]] = True
+    score_idx = np.flatnonzero(~half_a)
+    score_faces = [test_faces[i] for i in score_idx]
+    truth = np.array([test_names[i] for i in test_labels[score_idx]])
+    before = np.array(base.labels)[predict(base, score_faces)]
+    rows = []
+    for label in args.weak:
+        pool = np.flatnonzero(half_a & (test_labels == test_names.index(label)))
+        recall_before = float(np.mean(before[truth == label] == label))
+        acc_before = float(np.mean(before == truth))
+        for method in args.methods:
+            for k in (5, 10):
+                recalls, accs, seconds = [], [], []
+                for draw in range(args.draws):
+                    picks = np.random.default_rng(100 * k + draw).choice(pool, k, replace=False)
+                    refs = references(test_faces, test_labels, test_names, {label: picks})
+                    adapted, secs, _ = adapt(base, refs, method, seed=draw)
+                    predicted = np.array(adapted.labels)[predict(adapted, score_faces)]
+                    recalls.append(float(np.mean(predicted[truth == label] == label)))
+                    accs.append(float(np.mean(predicted == truth)))
+                    seconds.append(secs)
+                rows.append({"experiment": f"weak class {label}", "method": method, "k": k,
+                             "recall_before": recall_before, "recall_after": recalls,
+                             "accuracy_before": acc_before, "accuracy_after": accs, "seconds": seconds})
+                print(f"[weak class] {method:9s} {label:8s} k={k:2d}: recall {recall_before:.1%} -> {mean_std(recalls)}%, "
+                      f"accuracy {acc_before:.1%} -> {mean_std(accs)}%, {np.mean(seconds):.1f} s", flush=True)
+    return rows
+
+
+def wall_time(args, train_faces, train_labels, train_names) -> list[dict]:
+    base = load_emotion_model(args.base)
+    rows = []
+    for method in args.methods:
+        seconds, sizes = [], []
+        for draw in range(args.draws):
+            rng = np.random.default_rng(draw)
+            picks = {name: rng.choice(np.flatnonzero(train_labels == i), 5, replace=False)
+                     for i, name in enumerate(train_names)}
+            _, secs, size = adapt(base, references(train_faces, train_labels, train_names, picks), method, seed=draw)
+            seconds.append(secs)
+            sizes.append(size)
+        rows.append({"experiment": "7 labels x 5 references", "method": method, "seconds": seconds, "adapter_bytes": sizes})
+        print(f"[wall time] {method:9s} 7x5 references: {np.mean(seconds):.1f} ± {np.std(seconds):.1f} s, "
+              f"adapter {np.mean(sizes) / 1024:.0f} KiB", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="models/emotion-vit-fer2013")
+    parser.add_argument("--heldout-base", help="A base trained without --heldout (train.py --exclude_labels).")
+    parser.add_argument("--heldout", default="surprise")
+    parser.add_argument("--weak", nargs="+", default=["disgust", "fear"])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--methods", nargs="+", default=["lora", "head", "prototype"])
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--parts", nargs="+", default=["new", "weak", "time"], choices=["new", "weak", "time"])
+    parser.add_argument("--json", help="Also write every draw's numbers here.")
+    args = parser.parse_args()
+    set_inference_threads()
+    print(f"machine: {machine()}", flush=True)
+    data = load_emotion_dataset(args.data)
+    test_faces, test_labels, test_names = split_arrays(data["validation"])  # PublicTest
+    train_faces, train_labels, train_names = split_arrays(data["train"])
+    rows = []
+    if "new" in args.parts and args.heldout_base:
+        rows += new_class(args, test_faces, test_labels, test_names, train_faces, train_labels, train_names)
+    if "weak" in args.parts:
+        rows += weak_classes(args, test_faces, test_labels, test_names)
+    if "time" in args.parts:
+        rows += wall_time(args, train_faces, train_labels, train_names)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

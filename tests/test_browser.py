@@ -1,0 +1,276 @@
+"""End to end in a real browser: headless Chromium streams a fake webcam into the running app.
+
+Chromium plays a y4m video (the astronaut's face gliding across the frame, see fake_webcam.py) as
+its camera; the app runs as a subprocess exactly like `python app.py --model ... --port N`. The
+test opens the Live tab, starts the webcam stream and waits until frames come back from the server
+annotated, with the largest face's emotion probabilities and a row in the face table. A second
+test uploads the photo on the Photo tab and clicks Analyze.
+
+Skipped when Chromium (Debian's /usr/bin/chromium) or Playwright is missing or cannot start; no
+browser is ever downloaded. Screenshots of both tabs are kept for a human look
+($EMOTION_VIT_SCREENSHOTS, default the temp dir: browser_live.png, browser_photo.png), and on a
+failure one more goes to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from fake_webcam import ASTRONAUT, write_fake_webcam
+
+from emotion_vit.labels import EMOTIONS
+from emotion_vit.webapp import DEFAULT_MODEL, MODEL_ENV
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+SERVER_START_TIMEOUT_S = 90  # model and detector load; the CPU may be shared with a training job
+STREAM_TIMEOUT_S = 60
+# Gradio 6's webcam capture button: aria-label "capture photo" (even when streaming), text "Record"/"Stop".
+RECORD_BUTTON = re.compile(r"capture photo|start recording|record", re.IGNORECASE)
+SCREENSHOTS = Path(os.environ.get("EMOTION_VIT_SCREENSHOTS") or tempfile.gettempdir())
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (chromium or /usr/bin/chromium) installed")
+
+
+# --- fixtures: the model, the app server, the browser ---
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """$EMOTION_VIT_MODEL, else the embedded model if trained, else a small untrained ViT: the test
+    checks the browser-server plumbing, not accuracy."""
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
+    if (DEFAULT_MODEL / "config.json").exists():
+        return str(DEFAULT_MODEL)
+    from emotion_vit.model import build_image_processor, build_model
+
+    folder = tmp_path_factory.mktemp("model")
+    config = {"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 64}  # as tests/test_pipeline.py::small_model
+    build_model(model_type="vit", model_config=config).save_pretrained(folder)
+    build_image_processor(48).save_pretrained(folder)
+    return str(folder)
+
+
+def model_labels(model: str) -> list[str]:
+    config = Path(model) / "config.json"
+    if config.exists():
+        id2label = json.loads(config.read_text()).get("id2label") or {}
+        if id2label:
+            return [id2label[key] for key in sorted(id2label, key=int)]
+    return list(EMOTIONS)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_url(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with code {process.returncode} before serving:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"the app did not answer on {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def app_url(model_dir, tmp_path_factory):
+    """`python app.py --model MODEL --port N` on 127.0.0.1, stopped (terminate, then kill) afterwards."""
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env.pop("GRADIO_SERVER_NAME", None)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--model", model_dir, "--host", "127.0.0.1", "--port", str(port),
+             "--threads", "1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_url(url, process, log, SERVER_START_TIMEOUT_S)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def fake_webcam(tmp_path_factory) -> Path:
+    return write_fake_webcam(tmp_path_factory.mktemp("webcam") / "astronaut.y4m")
+
+
+@pytest.fixture(scope="module")
+def browser(fake_webcam):
+    """Headless Debian Chromium whose camera is the fake webcam video; skip if it cannot start."""
+    playwright = sync_api.sync_playwright().start()
+    try:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, timeout=60_000,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={fake_webcam}"])
+        except sync_api.Error as error:
+            pytest.skip(f"playwright cannot launch {CHROMIUM}: {error}")
+        try:
+            yield browser
+        finally:
+            browser.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@contextmanager
+def screenshot_on_failure(page, path: Path):
+    try:
+        yield
+    except BaseException:
+        try:
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot of the failure: {path}")
+        except sync_api.Error as error:  # the browser may be the thing that broke
+            print(f"no screenshot: {error}")
+        raise
+
+
+# --- helpers: Gradio's DOM, found by roles, labels and Gradio's own data-testids ---
+
+def open_tab(page, name: str):
+    """Click a top-level tab and return its (visible) panel."""
+    page.get_by_role("tab", name=name, exact=True).click()
+    panel = page.get_by_role("tabpanel").filter(visible=True)
+    sync_api.expect(panel).to_have_count(1)
+    return panel
+
+
+def labelled_block(scope, label: str, testid: str | None = None):
+    """A component block by its visible label ("Faces", "Largest face", ...) and, where labels
+    repeat, by a data-testid inside it ("image", "label", ...)."""
+    page = scope.page  # `has` locators are relative to the outer element: build them from the page
+    block = scope.locator(".block").filter(
+        has=page.get_by_test_id("block-label").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+    return block.filter(has=page.get_by_test_id(testid)) if testid else block
+
+
+def label_state(block, labels: list[str]) -> tuple[str | None, dict[str, str]]:
+    """A gr.Label's top class and {class: 'NN%'} as shown."""
+    top = block.get_by_test_id("label-output-value")
+    shown = top.inner_text(timeout=1000).strip() if top.count() else None
+    percentages = {}
+    for label in labels:
+        row = block.get_by_test_id(f"{label}-confidence-set")
+        if row.count():
+            match = re.search(r"\d+(\.\d+)?\s*%", row.inner_text(timeout=1000))
+            if match:
+                percentages[label] = match.group(0)
+    return shown, percentages
+
+
+# --- the tests ---
+
+@pytest.mark.timeout(180)
+def test_live_webcam_stream_is_annotated(browser, app_url, page, model_dir, tmp_path):
+    labels = model_labels(model_dir)
+    started = time.monotonic()
+    page.goto(app_url)
+    with screenshot_on_failure(page, tmp_path / "live_failure.png"):
+        live = open_tab(page, "Live")  # the first tab, selected already; clicking keeps it so
+        # Gradio 6's webcam image: first a permission button, then a capture button (its aria-label
+        # says "capture photo" even when streaming; its text is "Record", then "Stop").
+        live.get_by_role("button", name="Click to Access Webcam").click()
+        webcam = live.get_by_test_id("image").filter(has=page.get_by_test_id("webcam-video"))
+        sync_api.expect(webcam.get_by_test_id("webcam-video")).to_be_visible()
+        page.wait_for_function(  # the fake camera really plays: the video has frames
+            "v => v.readyState >= 2 && v.videoWidth > 0", arg=webcam.get_by_test_id("webcam-video").element_handle())
+        record = webcam.get_by_role("button", name=RECORD_BUTTON)
+        record.click()
+        sync_api.expect(record).to_contain_text(re.compile("stop", re.IGNORECASE))  # streaming now
+
+        # Two blocks are labelled "Faces" (the annotated frame and the table): the frame is the one
+        # with an <img> served by the app; empty until the first answer.
+        faces_image = labelled_block(live, "Faces").locator("img[src*='/gradio_api/file=']")
+        largest = labelled_block(live, "Largest face")
+        table_rows = live.get_by_role("row").filter(has_text=re.compile("|".join(map(re.escape, labels))))
+        sources: list[str] = []
+        shown, percentages, row = None, {}, ""
+        deadline = time.monotonic() + STREAM_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:  # the page re-renders while we read it: a vanished element just means "read again"
+                src = faces_image.first.get_attribute("src", timeout=1000) if faces_image.count() else None
+                if src and src not in sources:
+                    sources.append(src)
+                shown, percentages = label_state(largest, labels)
+                row = table_rows.first.inner_text(timeout=1000) if table_rows.count() else ""
+            except sync_api.Error:
+                pass
+            if len(sources) >= 3 and shown in labels and set(percentages) == set(labels) and re.search(r"\d+%", row):
+                break
+            page.wait_for_timeout(250)
+        elapsed = time.monotonic() - started
+        print(f"live: {len(sources)} distinct annotated frames, largest face {shown!r} {percentages}, "
+              f"table row {row!r}, {elapsed:.1f} s from page load")
+        # (a) frames went to the server and came back annotated, as new files served by the app
+        assert len(sources) >= 3, f"the annotated frame did not keep changing: {sources}"
+        assert all("/gradio_api/file=" in src for src in sources), sources
+        # (b) the largest face's probabilities, as percentages, for all the model's classes
+        assert shown in labels, f"'Largest face' shows {shown!r}, not one of {labels}"
+        assert set(percentages) == set(labels), percentages
+        # (c) the face table has a row for the face: track id, emotion, confidence, runner-up, box
+        assert re.search(r"\d+%", row), f"no face row in the table: {row!r}"
+        page.screenshot(path=str(SCREENSHOTS / "browser_live.png"), full_page=True)
+        record.click()  # stop streaming
+
+
+@pytest.mark.timeout(180)
+def test_photo_upload_and_analyze(browser, app_url, page, model_dir, tmp_path):
+    labels = model_labels(model_dir)
+    page.goto(app_url)
+    with screenshot_on_failure(page, tmp_path / "photo_failure.png"):
+        photo_tab = open_tab(page, "Photo")
+        photo = labelled_block(photo_tab, "Photo", "image")
+        photo.get_by_test_id("file-upload").set_input_files(str(ASTRONAUT))
+        sync_api.expect(photo.locator("img")).to_be_visible()  # the upload reached the server and came back
+        photo_tab.get_by_role("button", name="Analyze", exact=True).click()
+        sync_api.expect(photo_tab.get_by_text(re.compile(r"1 face\(s\) found in \d+ ms"))).to_be_visible(timeout=60_000)
+        sync_api.expect(labelled_block(photo_tab, "Faces").locator("img[src*='/gradio_api/file=']")).to_be_visible()
+        any_label = re.compile("|".join(map(re.escape, labels)))
+        sync_api.expect(labelled_block(photo_tab, "Per-face results")).to_contain_text(any_label)
+        page.screenshot(path=str(SCREENSHOTS / "browser_photo.png"), full_page=True)
