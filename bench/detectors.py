@@ -12,8 +12,6 @@ made it so: a background job distorts them.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -21,11 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere without installing the package
+
+from machine import machine_line  # noqa: E402
 
 from emotion_vit.detect import (  # noqa: E402
     DETECTOR_BACKENDS,
@@ -41,16 +40,6 @@ SHARED = REPO_ROOT.parent / "shared"
 EXPECTED_FACES = {"astronaut.png": 1, "solvay1927.png": 29}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 WEBCAM_SIZE = (640, 480)  # width, height
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -96,8 +85,7 @@ def main() -> None:
 
     options = DetectorOptions(score_threshold=args.score_threshold, upscale=args.upscale)
     threads = args.threads or default_num_threads()
-    print(f"Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
-          f"onnxruntime {ort.__version__}, OpenCV {cv2.__version__}")
+    print(f"Machine: {machine_line(threads)}")
     print(f"Settings: score_threshold={options.score_threshold}, upscale={options.upscale}, "
           f"min_face_size={options.min_face_size}, max_side={options.max_side}, "
           f"nms_threshold={options.nms_threshold}; threads={threads} "

@@ -16,26 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import machine_info, machine_line  # noqa: E402
+
 from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter  # noqa: E402
 from emotion_vit.data import load_emotion_dataset  # noqa: E402
 from emotion_vit.model import EmotionModel, load_emotion_model  # noqa: E402
 from emotion_vit.pipeline import set_inference_threads  # noqa: E402
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def split_arrays(split) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -170,7 +164,7 @@ def main() -> None:
     parser.add_argument("--json", help="Also write every draw's numbers here.")
     args = parser.parse_args()
     set_inference_threads()
-    print(f"machine: {machine()}", flush=True)
+    print(f"machine: {machine_line()}", flush=True)
     data = load_emotion_dataset(args.data)
     test_faces, test_labels, test_names = split_arrays(data["validation"])  # PublicTest
     train_faces, train_labels, train_names = split_arrays(data["train"])
@@ -182,7 +176,7 @@ def main() -> None:
     if "time" in args.parts:
         rows += wall_time(args, train_faces, train_labels, train_names)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": machine_info(), "args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

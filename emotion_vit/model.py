@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, ViTImageProcessor
+
+# The PIL backend of ViTImageProcessor (saved as "ViTImageProcessor"): no torchvision here, by design.
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, ViTImageProcessorPil
 
 from .labels import EMOTIONS, label_maps
 from .transforms import Preprocessing
@@ -46,9 +48,9 @@ def _with_image_size(model_type: str, image_size: int, model_config: dict) -> di
     return config
 
 
-def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5) -> ViTImageProcessor:
+def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5) -> ViTImageProcessorPil:
     """The processor config saved with every checkpoint: resize, rescale, normalise (equal per channel)."""
-    return ViTImageProcessor(do_resize=True, size={"height": image_size, "width": image_size}, resample=2,
+    return ViTImageProcessorPil(do_resize=True, size={"height": image_size, "width": image_size}, resample=2,
                              do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
                              image_mean=[mean] * 3, image_std=[std] * 3)
 
