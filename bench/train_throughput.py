@@ -1,0 +1,91 @@
+"""Training and evaluation images/s of each recipe, through the real Trainer and data pipeline.
+
+    python bench/train_throughput.py configs/fer2013-pvt.yaml configs/vit-base-in21k.yaml
+
+Each recipe trains for `--steps` steps on FER2013 (augmentation, loss, optimiser: all as in a real
+run) and evaluates `--eval-images` images; the Trainer's own samples/s are reported. A recipe that
+fine-tunes a hub checkpoint is built from its architecture's config when the hub is out of reach
+(same compute, random weights). bf16/fp16 are dropped on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import torch  # noqa: E402
+from machine import machine_line  # noqa: E402
+from transformers import AutoConfig, Trainer  # noqa: E402
+
+from emotion_vit.config import parse_training_args  # noqa: E402
+from emotion_vit.data import load_emotion_dataset  # noqa: E402
+from emotion_vit.model import build_image_processor, build_model  # noqa: E402
+from emotion_vit.training import EmotionLoss, class_weights, collate  # noqa: E402
+from emotion_vit.transforms import Preprocessing, eval_transform, train_transform, training_augmentation  # noqa: E402
+
+
+def model_for(model_args, labels):
+    try:
+        source = "pretrained weights" if model_args.model_name_or_path else "new (trained from scratch)"
+        return build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
+                           model_args.model_config, model_args.image_size), source
+    except OSError:  # offline: the same architecture with random weights
+        config = AutoConfig.for_model(model_args.model_type).to_dict()
+        config.update(model_args.model_config, image_size=model_args.image_size)
+        for key in ("model_type", "transformers_version", "architectures", "id2label", "label2id", "num_labels"):
+            config.pop(key, None)
+        return build_model(tuple(labels), None, model_args.model_type, config, model_args.image_size), \
+            "architecture from config (hub unreachable)"
+
+
+def measure(recipe: str, dataset, steps: int, eval_images: int) -> dict:
+    with tempfile.TemporaryDirectory() as output_dir:
+        model_args, data_args, args, _ = parse_training_args(
+            ["--config", recipe, "--output_dir", output_dir, "--max_steps", str(steps), "--eval_strategy", "no",
+             "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true",
+             "--logging_steps", "1000000", "--bf16", str(args_bf16()), "--fp16", "false"])
+        labels = dataset["train"].features["label"].names
+        model, source = model_for(model_args, labels)
+        processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std)
+        preprocessing = Preprocessing.from_processor(processor)
+        train = dataset["train"].select(range(steps * args.per_device_train_batch_size))
+        loss = EmotionLoss(class_weights(train["label"], len(labels), data_args.class_weighting),
+                           args.label_smoothing_factor)
+        train.set_transform(train_transform(preprocessing, training_augmentation(data_args.augmentation_strength)))
+        validation = dataset["validation"].select(range(eval_images))
+        validation.set_transform(eval_transform(preprocessing))
+        trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate, compute_loss_func=loss)
+        trained = trainer.train().metrics
+        evaluated = trainer.evaluate(validation)
+        return {"recipe": Path(recipe).name, "model": f"{model_args.model_type}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+                f"{model_args.image_size} px", "weights": source, "batch": args.per_device_train_batch_size,
+                "train_images_per_s": trained["train_samples_per_second"],
+                "eval_images_per_s": evaluated["eval_samples_per_second"]}
+
+
+def args_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eval-images", type=int, default=512)
+    args = parser.parse_args()
+    print(f"machine: {machine_line()}; device: {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    dataset = load_emotion_dataset(args.data)
+    rows = [measure(recipe, dataset, args.steps, args.eval_images) for recipe in args.recipes]
+    print("\n| recipe | model | weights | batch | train images/s | eval images/s |\n|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['recipe']} | {row['model']} | {row['weights']} | {row['batch']} | "
+              f"{row['train_images_per_s']:.1f} | {row['eval_images_per_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
