@@ -174,7 +174,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (or use --push-to-hub USER/NAME)")
     training_args.push_to_hub = False
     set_seed(training_args.seed)
-    dataset = load_emotion_dataset(data_args.data, data_args.options(training_args.seed))
+    # Several processes (torchrun / accelerate): the first extracts archives and fills the cache.
+    with training_args.main_process_first(desc="loading data"):
+        dataset = load_emotion_dataset(data_args.data, data_args.options(training_args.seed))
     if data_args.max_train_samples:
         dataset["train"] = dataset["train"].shuffle(seed=training_args.seed).select(
             range(min(data_args.max_train_samples, len(dataset["train"]))))
@@ -209,7 +211,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer.train(resume_from_checkpoint=checkpoint)
 
     results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe)
-    if push_to:
+    if push_to and trainer.is_world_process_zero():
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
@@ -225,11 +227,14 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
             prediction = trainer.predict(dataset[split], metric_key_prefix=split)
             metric = EmotionMetrics(labels=labels)
             results[split] = metric.compute(predictions=prediction.predictions.argmax(-1), references=prediction.label_ids)
-            save_confusion_matrix(results[split], labels, output_dir, stem=f"confusion_matrix_{split}")
+            if trainer.is_world_process_zero():
+                save_confusion_matrix(results[split], labels, output_dir, stem=f"confusion_matrix_{split}")
             logger.info("%s: %s", split, json.dumps(flat_metrics(results[split])))
 
     fold_grayscale_into_model(trainer.model)
     trainer.save_model(str(output_dir))  # weights (safetensors), config with labels, processor config
+    if not trainer.is_world_process_zero():
+        return results
     # Class feature statistics: the few-shot adapters replay them as the base classes' examples.
     stats = compute_feature_stats(trainer.model, dataset_batches(dataset["train"].with_transform(
         eval_transform(Preprocessing.from_processor(trainer.processing_class)))), len(labels))

@@ -163,3 +163,16 @@ def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path):
     """Every training batch mixed; evaluation still sees hard labels (it failed when mixing sat in the collator)."""
     results = run_tiny(learnable_zip, tmp_path / "mixed", "--mix_prob", "1.0", "--max_train_samples", "64")
     assert results["validation"]["num_examples"] == 56
+
+
+def test_unchanged_code_trains_under_torchrun(learnable_zip, tmp_path):
+    """Two processes (gloo on CPU stands in for GPUs): data loads once, rank 0 writes the folder."""
+    output_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--config", TINY,
+               "--data", str(learnable_zip), "--output_dir", str(output_dir), "--ddp_backend", "gloo",
+               "--max_train_samples", "64", "--disable_tqdm", "true"]
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+    state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2  # 64 images / (2 processes x 16 per device)
