@@ -149,6 +149,14 @@ class LiveSession:
     mood: MoodTimeline
     last_plot: float = 0.0
     adapter: str | None = None
+    last_error: str | None = None
+
+    def warn_once(self, message: str) -> None:
+        """Show a problem once (a toast per frame would flood the page), and log it."""
+        if message != self.last_error:
+            logger.warning("live frame skipped: %s", message)
+            gr.Warning(message)
+            self.last_error = message
 
 
 def face_rows(analysis: FrameAnalysis) -> list[list]:
@@ -183,17 +191,20 @@ def build_app(service: EmotionService) -> gr.Blocks:
     # --- Live ---
     def live_step(frame, session: LiveSession | None, detector, threshold, smoothing, align, adapter):
         """One webcam frame: annotated frame, largest face's probabilities, face table, mood plot."""
-        if session is None or session.adapter != adapter:  # another adapter: other labels, fresh tracks
-            session = new_session(adapter)
-        if frame is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
-        session.tracker.smoothing = float(smoothing)
+        unchanged = (gr.skip(),) * 4
         try:
+            if session is None or session.adapter != adapter:  # another adapter: other labels, fresh tracks
+                session = new_session(adapter)
+            if frame is None:
+                return *unchanged, session
+            session.tracker.smoothing = float(smoothing)
             analysis = service.analyze(frame, detector=detector, score_threshold=threshold, align=align,
                                        tracker=session.tracker, live=True, adapter=adapter)
-        except Exception as error:  # a bad frame must never end the stream
-            logger.warning("live frame skipped: %s", error)
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+        except Exception as error:  # a bad frame or setting must never end the stream
+            session = session or new_session()
+            session.warn_once(str(error))
+            return *unchanged, session
+        session.last_error = None
         session.mood.add([face.label for face in analysis.faces])
         largest = analysis.largest.probabilities if analysis.largest else None
         plot = gr.skip()
@@ -362,6 +373,9 @@ def build_app(service: EmotionService) -> gr.Blocks:
             delete_button.click(delete, [existing], [build_note, adapter, existing], api_name="delete_adapter")
         gr.api(analyze, api_name="analyze")
         gr.api(list_adapters, api_name="list_adapters")
+        # Adapters built in other sessions appear when a page (re)loads.
+        app.load(lambda: (gr.update(choices=adapter_choices()), gr.update(choices=adapter_choices()[1:])),
+                 None, [adapter, existing], api_visibility="private")
     return app
 
 
