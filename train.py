@@ -36,9 +36,10 @@ def evaluate_command(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
+    parser.add_argument("--flip-tta", action="store_true", help="Average each face's prediction with its mirror image.")
     args = parser.parse_args(argv)
     results = evaluate_model(args.model, args.data, args.split, args.batch_size,
-                             DataOptions(skip_bad_images=args.skip_bad_images), args.output_dir)
+                             DataOptions(skip_bad_images=args.skip_bad_images), args.output_dir, args.flip_tta)
     print(format_results(results))
 
 

@@ -19,13 +19,15 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_model(model: str | Path | EmotionModel, data: str, split: str = "validation", batch_size: int = 256,
-                   options: DataOptions | None = None, output_dir: str | Path | None = None) -> dict:
+                   options: DataOptions | None = None, output_dir: str | Path | None = None,
+                   flip_tta: bool = False) -> dict:
     """Accuracy, macro-F1, per-class recall and confusion matrix of `model` on `data[split]`.
 
     Uses the same preprocessing as the app. Data classes the model lacks are an error; model
     classes the data lacks (e.g. an added "confused") simply get no examples.
     """
     model = model if isinstance(model, EmotionModel) else load_emotion_model(model)
+    model.flip_tta = flip_tta
     dataset = load_emotion_dataset(data, options)
     if split not in dataset:
         raise ValueError(f"split {split!r} not in {data} (available: {', '.join(dataset)})")
@@ -43,7 +45,7 @@ def evaluate_model(model: str | Path | EmotionModel, data: str, split: str = "va
         predictions = model.predict_proba(faces).argmax(dim=-1).numpy()
         metric.add_batch(predictions=predictions, references=to_model_id[np.asarray(rows["label"])])
     results = metric.compute()
-    results.update(model=model.name, data=str(data), split=split)
+    results.update(model=model.name, data=str(data), split=split, flip_tta=flip_tta)
     if output_dir is not None:
         output_dir = Path(output_dir)
         save_confusion_matrix(results, model.labels, output_dir, stem=f"confusion_matrix_{split}")
@@ -54,7 +56,8 @@ def evaluate_model(model: str | Path | EmotionModel, data: str, split: str = "va
 def format_results(results: dict) -> str:
     """A short human-readable report."""
     flat = flat_metrics(results)
-    lines = [f"{results.get('model', 'model')} on {results.get('split', '?')} ({results['num_examples']} images)",
+    tta = " with flip test-time augmentation" if results.get("flip_tta") else ""
+    lines = [f"{results.get('model', 'model')} on {results.get('split', '?')} ({results['num_examples']} images){tta}",
              f"  accuracy  {flat['accuracy']:.2%}", f"  macro-F1  {flat['macro_f1']:.4f}", "  recall per class:"]
     lines += [f"    {name:<10} {value:.2%}" for name, value in results["recall"].items()]
     return "\n".join(lines)

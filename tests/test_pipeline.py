@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import SHARED_IMAGES
 from PIL import Image
 
@@ -130,3 +131,14 @@ def test_group_photo_all_faces_in_one_batch_with_tracking(pipeline, small_model,
     for face in second.faces:
         assert set(face.probabilities) == set(EMOTIONS) and abs(sum(face.probabilities.values()) - 1) < 1e-4
         assert face.label == max(face.probabilities, key=face.probabilities.get)
+
+
+def test_flip_tta_averages_a_face_and_its_mirror(small_model):
+    faces = [np.random.default_rng(i).integers(0, 255, (60, 60, 3), dtype=np.uint8) for i in range(3)]
+    plain = small_model.predict_proba(faces)
+    mirrored = small_model.predict_proba([f[:, ::-1] for f in faces])
+    small_model.flip_tta = True
+    try:
+        assert torch.allclose(small_model.predict_proba(faces), (plain + mirrored) / 2, atol=1e-5)
+    finally:
+        small_model.flip_tta = False
