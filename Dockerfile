@@ -9,7 +9,7 @@
 #                    Empty: torch-2.13.0+cpu must lie in ./wheels/ (offline builds; deploy/check_container.sh).
 #   PIP_EXTRA_ARGS   more pip options for every install (a mirror, --cert, ...).
 # torch is installed first, pinned as 2.13.0+cpu: no PyPI release carries the +cpu label, so the
-# build can never fall back to PyPI's multi-GB CUDA torch; requirements.txt's torch==2.13.0 is then
+# build can never fall back to PyPI's multi-GB CUDA torch; requirements-app.txt's torch==2.13.0 is then
 # already satisfied.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -20,11 +20,11 @@ FROM ${BASE_IMAGE} AS venv
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_EXTRA_ARGS=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY requirements.txt wheel[s] /tmp/wheels/
+COPY requirements-app.txt wheel[s] /tmp/wheels/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install $PIP_EXTRA_ARGS --find-links /tmp/wheels \
         ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0+cpu" \
-    && /opt/venv/bin/pip install $PIP_EXTRA_ARGS --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
+    && /opt/venv/bin/pip install $PIP_EXTRA_ARGS --find-links /tmp/wheels -r /tmp/wheels/requirements-app.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -c "import torch; assert torch.version.cuda is None, 'not the CPU torch'; print('torch', torch.__version__)"
 

@@ -6,7 +6,7 @@
 # 1. base   a local Debian bookworm base image (debootstrap + python3 3.11 + venv), imported as
 #           $BASE_IMAGE and kept as a cache (python:3.11-slim cannot be pulled where no registry is reachable).
 # 2. build  podman build --isolation chroot of ./Dockerfile on that base: every RUN step runs for real
-#           (apt-get, the venv, pip install of CPU torch and requirements.txt). The CPU torch wheel comes
+#           (apt-get, the venv, pip install of CPU torch and requirements-app.txt). The CPU torch wheel comes
 #           from $TORCH_WHEEL through ./wheels/ when that file exists, else from PyTorch's CPU index.
 # 3. mount  the image's filesystem (podman image mount) under a writable overlay: podman run cannot
 #           start containers on some hosts (crun: setrlimit not permitted), chroot can.

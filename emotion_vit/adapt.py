@@ -40,9 +40,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForImageClassification
 
-from .data import IMAGE_SUFFIXES
 from .detect import FaceDetector
-from .images import as_rgb_uint8, read_image
+from .images import IMAGE_SUFFIXES, as_rgb_uint8, read_image
 from .labels import UnknownLabelError, canonical_label
 from .model import EmotionModel
 from .pipeline import face_crop

@@ -28,12 +28,12 @@ from datasets import ClassLabel, Dataset, DatasetDict, DownloadManager, Features
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
+from .images import IMAGE_SUFFIXES
 from .labels import EMOTIONS, UnknownLabelError, canonical_label
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 # FER2013 file names carry the original split; PublicTest is the validation set by convention.
 SPLIT_BY_PREFIX = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 SPLIT_BY_USAGE = SPLIT_BY_PREFIX

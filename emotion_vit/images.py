@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 # PIL refuses images over twice this many pixels as decompression bombs; 10000x10000 still opens.
 MAX_IMAGE_PIXELS = 120_000_000
 
