@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .adapt import compute_feature_stats, dataset_batches, save_feature_stats
@@ -44,6 +44,13 @@ class ModelArguments:
     image_size: int = field(default=48, metadata={"help": "Input resolution; faces are resized to image_size x image_size."})
     image_mean: float = field(default=0.5, metadata={"help": "Normalisation mean (same for all channels)."})
     image_std: float = field(default=0.5, metadata={"help": "Normalisation std (same for all channels)."})
+    teacher_model: str | None = field(default=None, metadata={
+        "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style."})
+    distillation: str = field(default="hard", metadata={
+        "help": "hard: learn the teacher's top class (DeiT's better variant); soft: its temperature-scaled probabilities.",
+        "choices": ["hard", "soft"]})
+    distillation_alpha: float = field(default=0.5, metadata={"help": "Weight of the distillation term (the rest: the labels)."})
+    distillation_temperature: float = field(default=2.0, metadata={"help": "Temperature of soft distillation."})
 
     def __post_init__(self):
         if isinstance(self.model_config, str):
@@ -120,15 +127,39 @@ class EmotionTrainer(Trainer):
     #48805). `from_pretrained` applies the renaming, so weights are read through it.
     """
 
-    def __init__(self, *args, mixer: BatchMixer | None = None, **kwargs):
+    def __init__(self, *args, mixer: BatchMixer | None = None, teacher=None, model_args: ModelArguments | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer = mixer
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.model_args = model_args
 
-    def compute_loss(self, model, inputs, *args, **kwargs):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.mixer is not None and model.training:
             inputs = dict(inputs)
             inputs["pixel_values"], inputs["labels"] = self.mixer(inputs["pixel_values"], inputs["labels"])
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        if self.teacher is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        loss = (1 - self.model_args.distillation_alpha) * loss + \
+            self.model_args.distillation_alpha * self._distillation_loss(outputs.logits, inputs["pixel_values"])
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.teacher.to(pixel_values.device)
+        size = self.teacher.config.image_size if hasattr(self.teacher.config, "image_size") else None
+        if isinstance(size, int) and size != pixel_values.shape[-1]:  # same normalisation, other resolution
+            pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
+        return self.teacher(pixel_values=pixel_values).logits.float()
+
+    def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        teacher = self._teacher_logits(pixel_values)
+        if self.model_args.distillation == "hard":
+            return F.cross_entropy(logits, teacher.argmax(-1))
+        temperature = self.model_args.distillation_temperature
+        return F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                        log_target=True, reduction="batchmean") * temperature ** 2
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         if not self._reload_weights(resume_from_checkpoint, model or self.model):
@@ -147,6 +178,18 @@ class EmotionTrainer(Trainer):
         saved = type(model).from_pretrained(checkpoint, config=model.config)
         model.load_state_dict(saved.state_dict(), strict=True)
         return True
+
+
+def load_teacher(name: str | None, labels: list[str]):
+    """The distillation teacher: a classifier whose labels are the student's, in the same order."""
+    if not name:
+        return None
+    teacher = AutoModelForImageClassification.from_pretrained(name)
+    teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    if teacher_labels != list(labels):
+        raise ValueError(f"teacher {name} has labels {teacher_labels}, the student {list(labels)}")
+    logger.info("distilling from %s (%s)", name, type(teacher).__name__)
+    return teacher
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -203,7 +246,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
-        compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob))
+        compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
+        teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args)
 
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
     if checkpoint:

@@ -176,3 +176,19 @@ def test_unchanged_code_trains_under_torchrun(learnable_zip, tmp_path):
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
     state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2  # 64 images / (2 processes x 16 per device)
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_distillation_from_a_teacher(trained, learnable_zip, tmp_path, caplog, kind):
+    teacher_dir, teacher_results = trained
+    caplog.set_level("INFO")
+    results = run_tiny(learnable_zip, tmp_path / kind, "--teacher_model", str(teacher_dir), "--distillation", kind,
+                       "--num_train_epochs", "6", "--learning_rate", "3e-3", "--augmentation_strength", "0.5")
+    assert "distilling from" in caplog.text
+    assert results["validation"]["accuracy"] >= 0.5  # the teacher (>= 0.5) guides it; chance is 1/7
+
+
+def test_a_teacher_with_other_labels_is_refused(trained, learnable_zip, tmp_path):
+    teacher_dir, _ = trained
+    with pytest.raises(ValueError, match="teacher .* has labels"):
+        run_tiny(learnable_zip, tmp_path / "x", "--teacher_model", str(teacher_dir), "--exclude_labels", "surprise")
