@@ -48,9 +48,7 @@ Confusion matrices: {confusion_links}.
 
 ## Recipe
 
-```yaml
 {recipe}
-```
 
 ## Intended use
 
@@ -89,19 +87,37 @@ def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str]
         tags=["emotion-recognition", "facial-expression-recognition", "vision-transformer", "emotion_vit"],
         model_name=output_dir.name, eval_results=eval_results or None)
     image_size = image_size or recipe.get("image_size", "?")
+    local_base = bool(base_model) and Path(base_model).is_dir()
+    if local_base:
+        card_data.base_model = None  # the hub's base_model field takes hub ids only
+        base_text = f"continued from the local checkpoint `{base_model}` (its recipe comes first under Recipe)"
+    elif base_model:
+        base_text = f"[{base_model}](https://huggingface.co/{base_model})"
+    else:
+        base_text = "none (trained from scratch)"
     card = CARD_TEMPLATE.format(
         card_data=card_data.to_yaml(), title=output_dir.name, label_list=", ".join(labels),
         model_ref=model_ref or output_dir.name, results_table=_results_table(results, labels),
         confusion_links=", ".join(f"[{s}](confusion_matrix_{s}.png)" for s in results) or "none",
         model_type=model_type, parameters=parameters / 1e6, image_size=image_size,
-        base_model=f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "none (trained from scratch)",
+        base_model=base_text,
         id_list=", ".join(f"{i}: {name}" for i, name in enumerate(labels)),
         data_summary="\n".join(f"- {line}" for line in data_summary.splitlines()),
-        recipe=yaml.safe_dump(recipe, sort_keys=False).strip())
+        recipe=_recipe_section(recipe, base_model if local_base else None))
     card += f"\nTrained with transformers {transformers_version}.\n"
     path = output_dir / "README.md"
     ModelCard(card).save(path)
     return path
+
+
+def _recipe_section(recipe: dict, local_base: str | None) -> str:
+    """The recipe as YAML; a model continued from a local checkpoint lists that checkpoint's recipe first."""
+    this = "```yaml\n" + yaml.safe_dump(recipe, sort_keys=False).strip() + "\n```"
+    base_card = Path(local_base) / "README.md" if local_base else None
+    if not base_card or not base_card.is_file() or "\n## Recipe\n" not in base_card.read_text():
+        return this
+    earlier = base_card.read_text().split("\n## Recipe\n", 1)[1].split("\n## ", 1)[0].strip()
+    return f"First, `{local_base}`:\n\n{earlier}\n\nThen, from that checkpoint, this model:\n\n{this}"
 
 
 def _results_table(results: dict, labels: list[str]) -> str:
