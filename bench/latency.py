@@ -217,11 +217,11 @@ def app_settings() -> tuple[dict, str]:
         settings, origin = AppSettings(), "emotion_vit.webapp.AppSettings"
         values = {"score_threshold": settings.score_threshold, "min_face_size": settings.min_face_size,
                   "max_side": settings.max_side, "crop_margin": settings.crop_margin, "align": settings.align,
-                  "smoothing": settings.smoothing}
+                  "smoothing": settings.smoothing, "flip_tta": settings.flip_tta}
     except Exception as error:  # the web app's dependencies are not needed to benchmark
         origin = f"built-in copy (webapp not importable: {error})"
         values = {"score_threshold": 0.6, "min_face_size": 20, "max_side": 640, "crop_margin": 0.15,
-                  "align": False, "smoothing": 0.6}
+                  "align": False, "smoothing": 0.6, "flip_tta": True}
     return values, origin
 
 
@@ -386,6 +386,7 @@ def main() -> None:
             sys.exit(f"{error}\nPass --model DIR (a trained checkpoint, e.g. runs/<name>) or --untrained-pvt "
                      f"for timings of the planned architecture.")
         model_text = describe_model(model, args.untrained_pvt).replace(scratch, "untrained-pvt_v2-b0")
+        model.flip_tta = settings["flip_tta"]  # as the app classifies: each face and its mirror, one batch
 
     def detector_factory(backend: str):
         if backend == "yunet":
@@ -445,7 +446,7 @@ def main() -> None:
     print(f"Model: {model_text}")
     print(f"Pipeline: as the app's live view ({settings_origin}): score_threshold {settings['score_threshold']}, "
           f"min_face_size {settings['min_face_size']}, crop_margin {settings['crop_margin']}, align {settings['align']}, "
-          f"FaceTracker; detector threads {threads}; app setting in bold")
+          f"flip TTA {settings['flip_tta']}, FaceTracker; detector threads {threads}; app setting in bold")
     print(f"Frames: {FRAME_WIDTH}x{FRAME_HEIGHT} RGB; " + "; ".join(f"{frame.name}: {frame.source}" for frame in frames))
     print("Timed frames per setting: " + ", ".join(f"{frame.name} {repeats_for(len(frame.faces), args.repeats)}"
                                                    for frame in frames)

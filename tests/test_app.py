@@ -1,0 +1,114 @@
+"""The app on 127.0.0.1, called as teams call it: through gradio_client and /analyze."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, free_port
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from emotion_vit.labels import EMOTIONS
+from emotion_vit.webapp import DEFAULT_MODEL, AppSettings, EmotionService, build_app, launch
+
+ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
+MODEL = os.environ.get("EMOTION_VIT_MODEL") or str(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = build_app(EmotionService(AppSettings(model=MODEL)))
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        app.close()
+
+
+def upload(tmp_path, name: str, image: Image.Image | bytes):
+    path = tmp_path / name
+    path.write_bytes(image) if isinstance(image, bytes) else image.save(path)
+    return handle_file(str(path))
+
+
+def test_analyze_a_face_photo(client):
+    result = client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")
+    assert set(result) == {"faces", "model", "detector", "image", "timings_ms"}
+    assert len(result["faces"]) == 1 and result["detector"] == "retinaface"
+    face = result["faces"][0]
+    assert set(face["probabilities"]) == set(EMOTIONS)
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+    x1, y1, x2, y2 = face["box"]
+    assert 150 < x1 < x2 < 300 and 30 < y1 < y2 < 200 and len(face["landmarks"]) == 5
+    assert result["image"] == {"width": 512, "height": 512}
+    assert {"detect", "classify", "total"} <= set(result["timings_ms"])
+
+
+def test_threshold_and_detector_parameters(client):
+    strict = client.predict(handle_file(str(ASTRONAUT)), score_threshold=0.99, api_name="/analyze")
+    assert len(strict["faces"]) == 1 and strict["faces"][0]["score"] >= 0.99  # RetinaFace gives this face 0.9995
+    with pytest.raises(Exception, match="unknown detector"):
+        client.predict(handle_file(str(ASTRONAUT)), detector="haar", api_name="/analyze")
+
+
+@pytest.mark.parametrize("name, image", [
+    ("blank.png", Image.new("RGB", (640, 480), "white")),  # no face
+    ("tiny.png", Image.new("RGB", (1, 1))),
+    ("gray.png", Image.open(ASTRONAUT).convert("L")),
+    ("rgba.png", Image.open(ASTRONAUT).convert("RGBA")),
+    ("sixteen.png", Image.fromarray((np.asarray(Image.open(ASTRONAUT).convert("L"), np.uint16) * 257))),
+])
+def test_odd_images_give_answers_not_crashes(client, tmp_path, name, image):
+    result = client.predict(upload(tmp_path, name, image), api_name="/analyze")
+    expected = 0 if name in ("blank.png", "tiny.png") else 1
+    assert len(result["faces"]) == expected, name
+
+
+def test_huge_image(client, tmp_path):
+    canvas = Image.new("RGB", (10000, 10000), (90, 90, 90))
+    canvas.paste(Image.open(ASTRONAUT).resize((2048, 2048)), (4000, 4000))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=70)
+    result = client.predict(upload(tmp_path, "huge.jpg", buffer.getvalue()), api_name="/analyze")
+    assert result["image"] == {"width": 10000, "height": 10000} and len(result["faces"]) == 1
+    x1, y1, x2, y2 = result["faces"][0]["box"]
+    assert 4000 < x1 < x2 < 6048 and 4000 < y1 < y2 < 6048  # mapped back to full-size coordinates
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("notes.jpg", b"this is not an image", "not an image"),
+    ("cut.png", ASTRONAUT.read_bytes()[:4000], "corrupt or truncated"),
+])
+def test_bad_uploads_are_clear_errors_and_the_app_lives_on(client, tmp_path, name, content, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(upload(tmp_path, name, content), api_name="/analyze")
+    assert len(client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")["faces"]) == 1
+
+
+def test_app_help_lists_its_options():
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    for flag in ("--host", "--port", "--share", "--model", "--detector", "--score-threshold", "--smoothing"):
+        assert flag in out.stdout, flag
+    assert "127.0.0.1" in out.stdout
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        EmotionService(AppSettings(model=str(tmp_path / "no-such-model")))
+
+
+def test_the_app_needs_only_requirements_app():
+    """The Docker image installs requirements-app.txt: the app must not import training-only packages."""
+    blocked = ["datasets", "evaluate", "sklearn", "matplotlib", "pytest", "playwright"]
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) +
+            "import emotion_vit.webapp, emotion_vit.adapt, emotion_vit.pipeline\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
