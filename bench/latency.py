@@ -363,6 +363,8 @@ def main() -> None:
     parser.add_argument("--with-fer", action="store_true", help="also time the peer package fer (own venv)")
     parser.add_argument("--fer-python", type=Path, default=DEFAULT_FER_PYTHON,
                         help="python of the fer venv made by bench/fer_env.sh")
+    parser.add_argument("--no-flip-tta", action="store_true",
+                        help="classify each face once, as `app.py --no-flip-tta` (default: as the app, face + mirror)")
     parser.add_argument("--json", type=Path, help="write machine, settings and every raw timing here")
     parser.add_argument("--save-frames", type=Path, help="write the test frames as PNG files into this folder")
     args = parser.parse_args()
@@ -371,6 +373,8 @@ def main() -> None:
     transformers_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     threads = set_inference_threads(args.threads)
     settings, settings_origin = app_settings()
+    if args.no_flip_tta:
+        settings["flip_tta"] = False
     with tempfile.TemporaryDirectory(prefix="untrained-pvt-") as scratch:
         if args.untrained_pvt:
             from emotion_vit.model import build_image_processor, build_model
