@@ -44,35 +44,43 @@ def evaluate_command(argv: list[str]) -> None:
 
 
 def adapt_command(argv: list[str]) -> None:
-    from emotion_vit.adapt import AdaptOptions, adapter_size_bytes, build_adapter, load_references, save_adapter
+    from emotion_vit.adapt import (METHODS, AdaptError, AdaptOptions, adapter_size_bytes, build_adapter,
+                                   load_references, save_adapter)
     from emotion_vit.detect import create_detector
     from emotion_vit.model import load_emotion_model
 
     defaults = AdaptOptions()
     parser = argparse.ArgumentParser(prog="train.py adapt", description=(
-        "Build a LoRA adapter from a few labelled reference images: REFERENCES/<label>/<images>. "
-        "Known labels (happy, surprised, ...) refine the base model; other labels become new classes."))
+        "Build an adapter from a few labelled reference images: REFERENCES/<label>/<images>. "
+        "Known labels (happy, surprised, ...) refine the base model; other labels become new classes. "
+        "Methods: prototype (default: calibrated gates, the other classes keep the base's answers), "
+        "lora (peft LoRA: fits the references' faces and camera best), head."))
     parser.add_argument("--base", default="models/emotion-vit-fer2013", help="Base model folder or hub id.")
     parser.add_argument("--references", required=True, help="Folder of label folders with images of any size.")
     parser.add_argument("--name", required=True, help="Adapter name.")
     parser.add_argument("--adapters-dir", default="adapters", help="Where adapters are saved (adapters/<name>).")
-    parser.add_argument("--method", choices=["lora", "head", "prototype"], default=defaults.method)
+    parser.add_argument("--method", choices=list(METHODS), default=defaults.method)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--rank", type=int, default=defaults.rank)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--already-cropped", action="store_true", help="References are face crops: skip detection.")
     args = parser.parse_args(argv)
-    base = load_emotion_model(args.base)
-    detector = None if args.already_cropped else create_detector("retinaface")
-    refs = load_references(args.references, detector)
-    for skipped in refs.skipped:
-        print(f"skipped {skipped}")
-    print(f"references per label: {refs.counts()}")
-    options = AdaptOptions(method=args.method, steps=args.steps, rank=args.rank, seed=args.seed)
-    model, metadata = build_adapter(base, refs, args.name, options)
+    try:
+        base = load_emotion_model(args.base)
+        detector = None if args.already_cropped else create_detector("retinaface")
+        refs = load_references(args.references, detector)
+        for skipped in refs.skipped:
+            print(f"skipped {skipped}")
+        print(f"references per label: {refs.counts()}")
+        options = AdaptOptions(method=args.method, steps=args.steps, rank=args.rank, seed=args.seed)
+        model, metadata = build_adapter(base, refs, args.name, options)
+    except (AdaptError, FileNotFoundError) as error:  # bad references or base: one clear line, exit 2
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
-    print(f"adapter {args.name!r}: labels {metadata['labels']}, {metadata['training_steps']} steps in "
-          f"{metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
+    print(f"adapter {args.name!r} ({args.method}): labels {metadata['labels']}, {metadata['training_steps']} steps "
+          f"in {metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
+    for label, gate in metadata.get("gates", {}).items():
+        print(f"  {label}: gate threshold {gate['threshold']}, {gate['references_passing']:.0%} of the reference views pass")
 
 
 def feature_stats_command(argv: list[str]) -> None:
@@ -82,13 +90,15 @@ def feature_stats_command(argv: list[str]) -> None:
     from emotion_vit.transforms import eval_transform
 
     parser = argparse.ArgumentParser(prog="train.py feature-stats", description=(
-        "Write feature_stats.safetensors (class means, pooled covariance of the classifier's input) into a "
-        "model folder, for few-shot adapters. Training writes it; this adds it to models trained elsewhere."))
+        "Write feature_stats.safetensors (class means, pooled covariance and a bank of real features of the "
+        "classifier's input) into a model folder, for few-shot adapters. Training writes it; this adds it to "
+        "models trained elsewhere."))
     parser.add_argument("--model", required=True, help="Model folder.")
     parser.add_argument("--data", required=True, help="The model's training data (any supported source).")
+    parser.add_argument("--exclude-labels", nargs="*", default=[], help="Classes the model was trained without.")
     args = parser.parse_args(argv)
     model = load_emotion_model(args.model)
-    split = load_emotion_dataset(args.data)["train"]
+    split = load_emotion_dataset(args.data, DataOptions(exclude_labels=args.exclude_labels))["train"]
     if split.features["label"].names != model.labels:
         raise SystemExit(f"data labels {split.features['label'].names} differ from the model's {model.labels}")
     split.set_transform(eval_transform(model.preprocessing))

@@ -1,23 +1,30 @@
-"""Few-shot adaptation: a small LoRA adapter from a handful of labelled reference images.
+"""Few-shot adaptation: a small adapter from a handful of labelled reference images.
 
     references/happy/*.jpg, references/confused/*.jpg, ...   (any size; faces are found and cropped)
         -> faces cropped as the live pipeline crops them
-        -> the classifier grows a row per new label (base ids unchanged), initialised from the
-           references' mean embedding ("imprinting")
-        -> peft LoRA on the attention projections, the classifier in modules_to_save, trained
-           for a few dozen augmented steps with
-              cross-entropy on the references
-            + cross-entropy on features replayed from the base classes' Gaussians
-              (feature_stats.safetensors, written with the base model): the negatives that a
-              handful of positive references lack, so a new class does not swallow the others
-            + distillation to the base model on the other base classes (its "dark knowledge"),
-           so labels absent from the references keep the base model's behaviour
-        -> adapter_config.json + adapter_model.safetensors (peft layout) + emotion_adapter.json
+        -> one of three methods (`AdaptOptions.method`):
 
-Methods (`AdaptOptions.method`): "lora" (above), "head" (a last-layer fine-tune: the
-classifier alone, trained on the references' frozen features of augmented views plus replay)
-and "prototype" (imprinting alone, no training). bench/fewshot.py
-compares them; the default is the one that measured best.
+    "prototype" (the default: it measured best in bench/fewshot.py, docs/benchmarks.md)
+        A calibrated gate per referenced label on the frozen model's embedding. The label's
+        prototype is the mean direction of its references' augmented views; the gate opens
+        when a face's cosine similarity to it passes a threshold set so that only
+        `false_positive_rate` (2%) of real faces of the *other* classes pass (the feature bank
+        of training faces that ships with the base model in feature_stats.safetensors). Closed,
+        the base model's probabilities are untouched; open, the label takes their place. So a
+        new class cannot swallow the others: they lose at most about that rate, by construction.
+        Saved as adapter_model.safetensors (prototypes, thresholds) + emotion_adapter.json.
+    "lora"
+        peft LoRA on the attention projections, the classifier (grown by a row per new label,
+        imprinted from the references) in modules_to_save, a few dozen augmented steps of
+            cross-entropy on the references
+          + cross-entropy on features replayed from the base classes' Gaussians
+          + distillation to the base model on the other base classes.
+        It moves the backbone, so it fits the references' camera and faces best (the choice when
+        every label has references), but a new class then spreads over the other classes.
+        Saved in the peft layout: adapter_config.json + adapter_model.safetensors + emotion_adapter.json.
+    "head"
+        A low-rank (LoRA) update of the classifier alone on frozen features of augmented views,
+        against the replayed features; peft layout.
 """
 
 from __future__ import annotations
@@ -55,13 +62,19 @@ ATTENTION_LINEARS = r".*\.attention\.(query|key|value|proj|q_proj|k_proj|v_proj|
 MLP_LINEARS = r".*\.mlp\.(dense1|dense2|fc1|fc2)$"
 
 
+METHODS = ("prototype", "lora", "head")
+GATE_FILE = "adapter_model.safetensors"
+
+
 class AdaptError(ValueError):
     """References that cannot make an adapter (empty folder, no faces, ...), or a mismatched base."""
 
 
 @dataclass
 class AdaptOptions:
-    method: str = "lora"  # lora | head | prototype
+    method: str = "prototype"  # prototype | lora | head
+    false_positive_rate: float = 0.02  # prototype: the share of other classes' faces a gate may take
+    views_per_label: int = 32  # prototype: augmented views of each label's references
     rank: int = 8
     alpha: int = 16
     include_mlp: bool = False  # also adapt the MLP projections
@@ -144,9 +157,11 @@ def load_references(folder: str | Path, detector: FaceDetector | None, crop_marg
 
 
 @torch.no_grad()
-def compute_feature_stats(model: nn.Module, batches, num_labels: int) -> dict[str, torch.Tensor]:
+def compute_feature_stats(model: nn.Module, batches, num_labels: int, bank_per_class: int = 256,
+                          seed: int = 0) -> dict[str, torch.Tensor]:
     """Per-class means and the pooled within-class covariance of the classifier's input features,
-    over (pixel_values, label ids) batches of a training set."""
+    over (pixel_values, label ids) batches of a training set, and a bank of `bank_per_class` real
+    features per class (float16): the negatives that calibrate the prototype gates."""
     model.eval()
     features, ids = [], []
     for pixel_values, labels in batches:
@@ -157,7 +172,11 @@ def compute_feature_stats(model: nn.Module, batches, num_labels: int) -> dict[st
     means = torch.zeros(num_labels, features.shape[1]).index_add_(0, ids, features) / counts.clamp(min=1)[:, None]
     centred = features - means[ids]
     covariance = centred.T @ centred / max(len(features) - num_labels, 1)
-    return {"means": means, "counts": counts, "covariance": covariance}
+    generator = torch.Generator().manual_seed(seed)
+    bank = torch.cat([members[torch.randperm(len(members), generator=generator)[:bank_per_class]]
+                      for members in (torch.nonzero(ids == c).flatten() for c in range(num_labels))])
+    return {"means": means, "counts": counts, "covariance": covariance,
+            "bank_features": features[bank].half(), "bank_labels": ids[bank]}
 
 
 def dataset_batches(split, batch_size: int = 512):
@@ -220,10 +239,46 @@ def grow_classifier(model: nn.Module, new_labels: list[str]) -> None:
             grown.bias[:old.out_features] = old.bias
             grown.bias[old.out_features:] = old.bias.mean()
     model.classifier = grown
-    labels = [model.config.id2label[i] for i in range(old.out_features)] + list(new_labels)
+    set_labels(model, [model.config.id2label[i] for i in range(old.out_features)] + list(new_labels))
+
+
+def set_labels(model: nn.Module, labels: list[str]) -> None:
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {name: i for i, name in enumerate(labels)}
     model.config.num_labels = len(labels)
+
+
+class PrototypeGate(nn.Module):
+    """The base classifier plus one calibrated gate per referenced label:
+
+        p = (1 - sum_j g_j) * softmax(base logits) + sum_j g_j * onehot(label_j)
+        g_j = sigmoid((cos(feature, prototype_j) - threshold_j) / temperature_j)
+
+    returned as log p, so that softmax(output) == p: every caller (pipeline, flip TTA, API) treats
+    it as logits. While no gate is open the base model's probabilities are unchanged."""
+
+    def __init__(self, base: nn.Linear, num_labels: int, prototypes: torch.Tensor, thresholds: torch.Tensor,
+                 temperatures: torch.Tensor, targets: torch.Tensor):
+        super().__init__()
+        self.base, self.num_labels = base, num_labels
+        self.register_buffer("prototypes", prototypes.float())  # (gates, features), unit length
+        self.register_buffer("thresholds", thresholds.float())
+        self.register_buffer("temperatures", temperatures.float())
+        self.register_buffer("targets", targets.long())  # each gate's output column
+
+    def gates(self, features: torch.Tensor) -> torch.Tensor:
+        similarity = F.normalize(features.float(), dim=-1) @ self.prototypes.T
+        gates = torch.sigmoid((similarity - self.thresholds) / self.temperatures)
+        return gates / gates.sum(-1, keepdim=True).clamp(min=1.0)  # several open gates share the mass
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        probabilities = F.pad(self.base(features).float().softmax(-1), (0, self.num_labels - self.base.out_features))
+        gates = self.gates(features)
+        mixed = (probabilities * (1 - gates.sum(-1, keepdim=True))).index_add(1, self.targets, gates)
+        return mixed.clamp_min(1e-12).log()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: buffer.contiguous() for name, buffer in self.named_buffers()}
 
 
 @torch.no_grad()
@@ -259,8 +314,8 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
                   progress: Callable[[float, str], None] | None = None) -> tuple[PeftModel, dict]:
     """Train an adapter on `refs`; returns the peft model and its metadata."""
     options = options or AdaptOptions()
-    if options.method not in ("lora", "head", "prototype"):
-        raise AdaptError(f"unknown method {options.method!r} (lora, head or prototype)")
+    if options.method not in METHODS:
+        raise AdaptError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
     progress = progress or (lambda fraction, message: None)
     torch.manual_seed(options.seed)
     random.seed(options.seed)
@@ -270,41 +325,111 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
     model = AutoModelForImageClassification.from_pretrained(base.name).eval()  # a fresh copy: the base stays as is
     base_labels = list(base.labels)
     new_labels = [label for label in dict.fromkeys(refs.labels) if label not in base_labels]
-    grow_classifier(model, new_labels)
     labels = base_labels + new_labels
-    label_ids = torch.tensor([labels.index(label) for label in refs.labels])
-    clean = base.preprocessing(refs.crops)
-    imprint(model, [labels.index(label) for label in new_labels],
-            {int(i): clean[label_ids == i] for i in label_ids.unique()}, len(base_labels))
-
-    peft_model = get_peft_model(model, LoraConfig(
-        r=options.rank, lora_alpha=options.alpha, lora_dropout=0.0, target_modules=_target_modules(options),
-        modules_to_save=None if options.method == "head" else ["classifier"]))
-    stats = load_feature_stats(base) if options.replay_weight > 0 and options.method != "prototype" else None
-    replay = FeatureReplay(stats) if stats is not None else None
-    trainer = {"lora": _train_lora, "head": _train_head}.get(options.method)
-    steps_done = trainer(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay, options,
-                         progress) if trainer else 0
-    peft_model.eval()
+    if options.method == "prototype":
+        adapted, steps_done, replay = model, 0, None
+        details = _build_gates(model, base, refs, labels, options, progress)
+    else:
+        adapted, steps_done, replay = _build_peft(model, base, refs, labels, new_labels, options, progress)
+        details = {}
+    adapted.eval()
     metadata = {
         "name": name, "labels": labels, "new_labels": new_labels, "base_labels": base_labels,
         "references_per_label": refs.counts(), "base_model": base.name, "base_model_sha256": base.sha256,
         "method": options.method, "options": asdict(options), "feature_replay": replay is not None,
-        "training_steps": steps_done, "seconds": round(time.perf_counter() - started, 2),
+        "training_steps": steps_done, **details, "seconds": round(time.perf_counter() - started, 2),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "skipped_references": refs.skipped,
     }
-    progress(1.0, f"adapter {name!r} ready ({steps_done} steps, {metadata['seconds']:.0f} s)")
-    return peft_model, metadata
+    progress(1.0, f"adapter {name!r} ready ({metadata['seconds']:.0f} s)")
+    return adapted, metadata
+
+
+def _build_peft(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], new_labels: list[str],
+                options: AdaptOptions, progress) -> tuple[PeftModel, int, FeatureReplay | None]:
+    """The "lora" and "head" methods: a grown, imprinted classifier and a trained peft adapter."""
+    base_labels = list(base.labels)
+    grow_classifier(model, new_labels)
+    label_ids = torch.tensor([labels.index(label) for label in refs.labels])
+    clean = base.preprocessing(refs.crops)
+    imprint(model, [labels.index(label) for label in new_labels],
+            {int(i): clean[label_ids == i] for i in label_ids.unique()}, len(base_labels))
+    peft_model = get_peft_model(model, LoraConfig(
+        r=options.rank, lora_alpha=options.alpha, lora_dropout=0.0, target_modules=_target_modules(options),
+        modules_to_save=None if options.method == "head" else ["classifier"]))
+    stats = load_feature_stats(base) if options.replay_weight > 0 else None
+    replay = FeatureReplay(stats) if stats is not None else None
+    trainer = {"lora": _train_lora, "head": _train_head}[options.method]
+    steps_done = trainer(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay, options, progress)
+    return peft_model, steps_done, replay
+
+
+def _label_views(grays: list[np.ndarray], count: int, preprocessing: Preprocessing, augment) -> torch.Tensor:
+    """Each reference as it is and mirrored, then augmented views until `count`."""
+    images = [view for gray in grays for view in (gray, gray[:, ::-1])]
+    images += [augment(image=grays[i % len(grays)])["image"] for i in range(max(count - len(images), 0))]
+    return preprocessing.normalize([preprocessing.resize(np.ascontiguousarray(image)) for image in images])
+
+
+def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
+    """Real features of the base classes (the bank in feature_stats), or samples of their Gaussians."""
+    stats = load_feature_stats(base)
+    if stats is None:
+        return None
+    if "bank_features" in stats:
+        features, ids = stats["bank_features"].float(), stats["bank_labels"]
+    else:  # statistics written before the bank existed
+        logger.warning("%s: feature statistics without a bank; calibrating on Gaussian samples", base.name)
+        generator = torch.Generator().manual_seed(options.seed)
+        features, ids = FeatureReplay(stats).sample(4096, generator)
+    return features, [base.labels[int(i)] for i in ids]
+
+
+def _build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], options: AdaptOptions,
+                 progress) -> dict:
+    """Install a PrototypeGate on `model`: one prototype and calibrated threshold per referenced label."""
+    augment = training_augmentation(options.augmentation_strength, options.seed)
+    referenced = list(dict.fromkeys(refs.labels))
+    views = {}
+    for i, label in enumerate(referenced):
+        grays = [base.preprocessing.gray(crop) for crop, name in zip(refs.crops, refs.labels) if name == label]
+        views[label] = F.normalize(embeddings(model, _label_views(
+            grays, options.views_per_label, base.preprocessing, augment)).float(), dim=-1)
+        progress(0.8 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
+    bank = _negatives(base, options)
+    prototypes, thresholds, temperatures, calibration = [], [], [], {}
+    for label in referenced:
+        negatives = [views[other] for other in referenced if other != label]
+        if bank is not None:
+            features, names = bank
+            negatives.append(F.normalize(features[[name != label for name in names]], dim=-1))
+        if not negatives or sum(len(n) for n in negatives) < 20:
+            raise AdaptError(
+                f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base.name} "
+                f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
+                f"hold no other label; add references of another label, or use the lora method")
+        prototype = F.normalize(views[label].mean(0), dim=0)
+        negative_similarity = torch.cat(negatives) @ prototype
+        threshold = torch.quantile(negative_similarity, 1 - options.false_positive_rate)
+        prototypes.append(prototype)
+        thresholds.append(threshold)
+        temperatures.append((negative_similarity.std() / 8).clamp(min=1e-3))
+        calibration[label] = {"threshold": round(float(threshold), 4),
+                              "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3)}
+    model.classifier = PrototypeGate(model.classifier, len(labels), torch.stack(prototypes), torch.stack(thresholds),
+                                     torch.stack(temperatures), torch.tensor([labels.index(x) for x in referenced]))
+    set_labels(model, labels)
+    return {"gates": calibration, "negatives": "feature bank" if bank is not None else "other references"}
 
 
 class _BalancedViews:
     """Augmented views of the references, drawn class-balanced (k may differ per label, down to 1)."""
 
-    def __init__(self, refs: References, label_ids: torch.Tensor, preprocessing: Preprocessing, strength: float):
+    def __init__(self, refs: References, label_ids: torch.Tensor, preprocessing: Preprocessing, strength: float,
+                 seed: int):
         self.grays = [preprocessing.gray(crop) for crop in refs.crops]
         self.by_label = {int(i): np.flatnonzero(label_ids.numpy() == i) for i in label_ids.unique()}
         self.label_ids, self.preprocessing = label_ids, preprocessing
-        self.augment = training_augmentation(strength)
+        self.augment = training_augmentation(strength, seed)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         picks = [int(np.random.choice(self.by_label[random.choice(list(self.by_label))])) for _ in range(size)]
@@ -324,7 +449,7 @@ def _replay_loss(model: PeftModel, replay: FeatureReplay | None, options: AdaptO
 def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num_base: int,
                 preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
     """Augmented steps of cross-entropy + replay + distillation; stops early once the references fit."""
-    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength)
+    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength, options.seed)
     head = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
     optimizer = torch.optim.AdamW([{"params": lora, "lr": options.learning_rate},
@@ -359,7 +484,7 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, num
                 preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
     """A last-layer fine-tune on frozen features: augmented views of the references (embedded once)
     against replayed base-class features. The backbone is untouched, so this is fast."""
-    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength)
+    views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength, options.seed)
     view_count = max(256, 32 * len(views.by_label))
     with model.disable_adapter():
         batches = [views.batch(128) for _ in range(view_count // 128)]
@@ -379,20 +504,27 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, num
     return steps
 
 
-def save_adapter(model: PeftModel, metadata: dict, folder: str | Path) -> Path:
-    """peft layout (adapter_config.json, adapter_model.safetensors) plus emotion_adapter.json."""
+def save_adapter(model: nn.Module, metadata: dict, folder: str | Path) -> Path:
+    """LoRA and head: the peft layout (adapter_config.json, adapter_model.safetensors); prototype: the
+    gates' tensors in adapter_model.safetensors. Both with emotion_adapter.json."""
+    from safetensors.torch import save_file
     folder = Path(folder)
-    model.save_pretrained(folder)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(model.classifier.tensors(), str(folder / GATE_FILE), metadata={"format": "emotion_vit.gates"})
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     return folder
 
 
 def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
     """The base model with the adapter applied; an adapter made for another base is refused."""
+    from safetensors.torch import load_file
     folder = Path(folder)
     meta_path = folder / METADATA_FILE
-    if not meta_path.is_file() or not (folder / "adapter_config.json").is_file():
-        raise AdaptError(f"{folder}: not an emotion adapter (needs adapter_config.json and {METADATA_FILE})")
+    if not meta_path.is_file() or not (folder / GATE_FILE).is_file():
+        raise AdaptError(f"{folder}: not an emotion adapter (needs {GATE_FILE} and {METADATA_FILE})")
     metadata = json.loads(meta_path.read_text())
     if metadata["base_model_sha256"] != base.sha256:
         raise AdaptError(
@@ -400,8 +532,14 @@ def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
             f"(weights sha256 {metadata['base_model_sha256'][:12]}...), not for {base.name!r} "
             f"(sha256 {base.sha256[:12]}...); rebuild it from its references for this model")
     model = AutoModelForImageClassification.from_pretrained(base.name)
-    grow_classifier(model, metadata["new_labels"])
-    model = PeftModel.from_pretrained(model, str(folder)).eval()
+    if metadata.get("method") == "prototype":
+        gates = load_file(str(folder / GATE_FILE))
+        model.classifier = PrototypeGate(model.classifier, len(metadata["labels"]), **gates)
+        set_labels(model, metadata["labels"])
+        model.eval()
+    else:
+        grow_classifier(model, metadata["new_labels"])
+        model = PeftModel.from_pretrained(model, str(folder)).eval()
     return EmotionModel(model=model, preprocessing=base.preprocessing, labels=list(metadata["labels"]),
                         name=f"{base.name}+{metadata['name']}", sha256=base.sha256)
 

@@ -122,9 +122,10 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
 
 
 def weights_sha256(model_dir: Path) -> str:
-    """Hash of a checkpoint's weight files: identifies the exact base model of an adapter."""
+    """Hash of a checkpoint's weight files (model*.safetensors, not the feature statistics beside them):
+    identifies the exact base model of an adapter."""
     digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
+    for path in sorted(Path(model_dir).glob("model*.safetensors")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -60,12 +60,13 @@ class Preprocessing:
         return self.normalize([self.resize(self.gray(face)) for face in faces])
 
 
-def training_augmentation(strength: float = 1.0) -> A.Compose:
+def training_augmentation(strength: float = 1.0, seed: int | None = None) -> A.Compose:
     """Augmentation for 48x48 faces: small geometric jitter, flips, lighting, occlusion.
 
     Faces in FER2013 are already roughly aligned, so geometry stays gentle (scale, shift and
     rotation of a few percent and degrees); lighting and occlusion (erasing) model what a
-    classroom webcam adds. `strength` scales the ranges; 0 turns augmentation off.
+    classroom webcam adds. `strength` scales the ranges; 0 turns augmentation off. A `seed` makes
+    the views repeatable (albumentations keeps its own random state, untouched by torch's or numpy's).
     """
     if strength <= 0:
         return A.Compose([])
@@ -77,7 +78,7 @@ def training_augmentation(strength: float = 1.0) -> A.Compose:
         A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.25 * s, p=0.8),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.4), hole_width_range=(0.1, 0.4),
                         fill="random_uniform", p=0.5 * min(s, 1.0)),
-    ])
+    ], seed=seed)
 
 
 def train_transform(preprocessing: Preprocessing, augmentation: A.Compose):

@@ -1,0 +1,86 @@
+"""How much of the few-shot new-class result is the base model's features? The prototype gate of
+emotion_vit.adapt, run on any model's frozen embedding, with one class's output masked.
+
+    python bench/fewshot_ceiling.py --model runs/fer2013-pvt-no-surprise   # the real experiment
+    python bench/fewshot_ceiling.py --model models/emotion-vit-fer2013     # features that saw surprise
+
+The first is bench/fewshot.py's new-class experiment (same draws of Training references, same
+calibration on the model's feature bank). The second is not a valid few-shot result: the shipped
+model learned surprise from 3,171 faces. With its surprise output masked, it shows what the same
+5 references and the same gate reach when the backbone's features already separate the class:
+the ceiling that a stronger base trained without surprise could approach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fewshot import split_arrays  # noqa: E402
+from machine import machine_line  # noqa: E402
+
+from emotion_vit.adapt import AdaptOptions, _label_views, embeddings, load_feature_stats  # noqa: E402
+from emotion_vit.data import load_emotion_dataset  # noqa: E402
+from emotion_vit.model import load_emotion_model  # noqa: E402
+from emotion_vit.pipeline import set_inference_threads  # noqa: E402
+from emotion_vit.transforms import training_augmentation  # noqa: E402
+
+
+@torch.inference_mode()
+def features_and_probabilities(model, faces, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    features = torch.cat([embeddings(model.model, model.preprocessing(faces[i:i + batch_size]))
+                          for i in range(0, len(faces), batch_size)])
+    return features, model.model.classifier(features).softmax(-1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--heldout", default="surprise")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--draws", type=int, default=5)
+    args = parser.parse_args()
+    set_inference_threads()
+    print(f"machine: {machine_line()}", flush=True)
+    model = load_emotion_model(args.model)
+    data = load_emotion_dataset(args.data)
+    test_faces, test_labels, names = split_arrays(data["validation"])
+    train_faces, train_labels, _ = split_arrays(data["train"])
+    options = AdaptOptions()
+    stats = load_feature_stats(model)
+    kept = [i for i, label in enumerate(model.labels) if label != args.heldout]  # mask the class if the model has it
+    bank = F.normalize(stats["bank_features"].float(), dim=-1)[torch.isin(stats["bank_labels"], torch.tensor(kept))]
+    features, probabilities = features_and_probabilities(model, test_faces)
+    features = F.normalize(features.float(), dim=-1)
+    base_prediction = np.array(model.labels)[np.array(kept)[probabilities[:, kept].argmax(-1).numpy()]]
+    truth = np.array(names)[test_labels]
+    others = truth != args.heldout
+    before = float(np.mean(base_prediction[others] == truth[others]))
+    pool = np.flatnonzero(train_labels == names.index(args.heldout))
+    augment = training_augmentation(options.augmentation_strength, options.seed)
+    print(f"{args.model}: other classes {before:.1%} before; gate at {options.false_positive_rate:.0%} of the bank")
+    for k in (1, 5, 10):
+        recalls, others_after = [], []
+        for draw in range(args.draws):  # the draws of bench/fewshot.py
+            torch.manual_seed(draw)
+            picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
+            views = _label_views([model.preprocessing.gray(train_faces[i]) for i in picks], options.views_per_label,
+                                 model.preprocessing, augment)
+            with torch.inference_mode():
+                prototype = F.normalize(F.normalize(embeddings(model.model, views).float(), dim=-1).mean(0), dim=0)
+            threshold = torch.quantile(bank @ prototype, 1 - options.false_positive_rate)
+            predicted = np.where((features @ prototype > threshold).numpy(), args.heldout, base_prediction)
+            recalls.append(np.mean(predicted[~others] == args.heldout))
+            others_after.append(np.mean(predicted[others] == truth[others]))
+        print(f"k={k:2d}: {args.heldout} recall {np.mean(recalls):.1%} ± {np.std(recalls):.1%}, other classes "
+              f"{before:.1%} -> {np.mean(others_after):.1%} ± {np.std(others_after):.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
