@@ -25,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fewshot import split_arrays  # noqa: E402
 from machine import machine_line  # noqa: E402
 
-from emotion_vit.adapt import AdaptOptions, _label_views, embeddings, load_feature_stats  # noqa: E402
+from emotion_vit.adapt import (  # noqa: E402
+    AdaptOptions,
+    _label_views,
+    calibrate_gate,
+    embeddings,
+    load_feature_stats,
+)
 from emotion_vit.data import load_emotion_dataset  # noqa: E402
 from emotion_vit.model import load_emotion_model  # noqa: E402
 from emotion_vit.pipeline import set_inference_threads  # noqa: E402
@@ -68,13 +74,12 @@ def main() -> None:
     for k in (1, 5, 10):
         recalls, others_after = [], []
         for draw in range(args.draws):  # the draws of bench/fewshot.py
-            torch.manual_seed(draw)
             picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
             views = _label_views([model.preprocessing.gray(train_faces[i]) for i in picks], options.views_per_label,
                                  model.preprocessing, augment)
             with torch.inference_mode():
-                prototype = F.normalize(F.normalize(embeddings(model.model, views).float(), dim=-1).mean(0), dim=0)
-            threshold = torch.quantile(bank @ prototype, 1 - options.false_positive_rate)
+                views = F.normalize(embeddings(model.model, views).float(), dim=-1)
+            prototype, threshold, _ = calibrate_gate(views, bank, options.false_positive_rate)
             predicted = np.where((features @ prototype > threshold).numpy(), args.heldout, base_prediction)
             recalls.append(np.mean(predicted[~others] == args.heldout))
             others_after.append(np.mean(predicted[others] == truth[others]))

@@ -311,8 +311,9 @@ def _target_modules(options: AdaptOptions) -> str:
 
 
 def build_adapter(base: EmotionModel, refs: References, name: str, options: AdaptOptions | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> tuple[PeftModel, dict]:
-    """Train an adapter on `refs`; returns the peft model and its metadata."""
+                  progress: Callable[[float, str], None] | None = None) -> tuple[nn.Module, dict]:
+    """Build an adapter from `refs`; returns the adapted model (a PeftModel for lora and head, the
+    base architecture with a PrototypeGate for prototype) and its metadata."""
     options = options or AdaptOptions()
     if options.method not in METHODS:
         raise AdaptError(f"unknown method {options.method!r} ({', '.join(METHODS)})")
@@ -371,7 +372,8 @@ def _label_views(grays: list[np.ndarray], count: int, preprocessing: Preprocessi
 
 
 def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
-    """Real features of the base classes (the bank in feature_stats), or samples of their Gaussians."""
+    """Unit-length real features of the base classes (the bank in feature_stats), or samples of their
+    Gaussians, with their labels."""
     stats = load_feature_stats(base)
     if stats is None:
         return None
@@ -381,7 +383,16 @@ def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor,
         logger.warning("%s: feature statistics without a bank; calibrating on Gaussian samples", base.name)
         generator = torch.Generator().manual_seed(options.seed)
         features, ids = FeatureReplay(stats).sample(4096, generator)
-    return features, [base.labels[int(i)] for i in ids]
+    return F.normalize(features, dim=-1), [base.labels[int(i)] for i in ids]
+
+
+def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A label's prototype (the mean direction of its views' unit embeddings), the cosine threshold
+    that `false_positive_rate` of the unit `negatives` pass, and the gate's temperature."""
+    prototype = F.normalize(views.mean(0), dim=0)
+    similarity = negatives @ prototype
+    return prototype, torch.quantile(similarity, 1 - false_positive_rate), (similarity.std() / 8).clamp(min=1e-3)
 
 
 def _build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], options: AdaptOptions,
@@ -401,18 +412,17 @@ def _build_gates(model: nn.Module, base: EmotionModel, refs: References, labels:
         negatives = [views[other] for other in referenced if other != label]
         if bank is not None:
             features, names = bank
-            negatives.append(F.normalize(features[[name != label for name in names]], dim=-1))
-        if not negatives or sum(len(n) for n in negatives) < 20:
+            negatives.append(features[[name != label for name in names]])
+        if sum(len(n) for n in negatives) < 20:
             raise AdaptError(
                 f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base.name} "
                 f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
                 f"hold no other label; add references of another label, or use the lora method")
-        prototype = F.normalize(views[label].mean(0), dim=0)
-        negative_similarity = torch.cat(negatives) @ prototype
-        threshold = torch.quantile(negative_similarity, 1 - options.false_positive_rate)
+        prototype, threshold, temperature = calibrate_gate(views[label], torch.cat(negatives),
+                                                           options.false_positive_rate)
         prototypes.append(prototype)
         thresholds.append(threshold)
-        temperatures.append((negative_similarity.std() / 8).clamp(min=1e-3))
+        temperatures.append(temperature)
         calibration[label] = {"threshold": round(float(threshold), 4),
                               "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3)}
     model.classifier = PrototypeGate(model.classifier, len(labels), torch.stack(prototypes), torch.stack(thresholds),
@@ -536,10 +546,10 @@ def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
         gates = load_file(str(folder / GATE_FILE))
         model.classifier = PrototypeGate(model.classifier, len(metadata["labels"]), **gates)
         set_labels(model, metadata["labels"])
-        model.eval()
     else:
         grow_classifier(model, metadata["new_labels"])
-        model = PeftModel.from_pretrained(model, str(folder)).eval()
+        model = PeftModel.from_pretrained(model, str(folder))
+    model.eval()
     return EmotionModel(model=model, preprocessing=base.preprocessing, labels=list(metadata["labels"]),
                         name=f"{base.name}+{metadata['name']}", sha256=base.sha256)
 
