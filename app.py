@@ -10,7 +10,8 @@ import os
 
 from emotion_vit.detect import DETECTOR_BACKENDS
 from emotion_vit.pipeline import set_inference_threads
-from emotion_vit.webapp import MODEL_ENV, AppSettings, EmotionService, build_app, default_model, launch
+from emotion_vit.service import MODEL_ENV, AppSettings, EmotionService, default_model
+from emotion_vit.webapp import build_app, launch
 
 
 def parse_args() -> argparse.Namespace:

@@ -3,6 +3,7 @@
     python train.py --config configs/fer2013-pvt.yaml               # train a recipe
     python train.py --config configs/tiny.yaml --data faces.zip --num_train_epochs 1
     python train.py evaluate --model models/emotion-vit-fer2013 --data ../shared/data/fer2013.zip --split validation
+    python train.py evaluate-frames --model models/emotion-vit-fer2013 --data photos/   # photos/<label>/<image>
     python train.py adapt --base models/emotion-vit-fer2013 --references my_refs/ --name room12
     python train.py push --model models/emotion-vit-fer2013 --repo-id USER/NAME
 """
@@ -19,7 +20,7 @@ from emotion_vit.evaluation import evaluate_model, format_results
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    commands = {"evaluate": evaluate_command, "adapt": adapt_command, "push": push_command,
+    commands = {"evaluate": evaluate_command, "evaluate-frames": evaluate_frames_command, "adapt": adapt_command, "push": push_command,
                 "feature-stats": feature_stats_command}
     if argv and argv[0] in commands:
         return commands[argv[0]](argv[1:])
@@ -41,6 +42,46 @@ def evaluate_command(argv: list[str]) -> None:
     results = evaluate_model(args.model, args.data, args.split, args.batch_size,
                              DataOptions(skip_bad_images=args.skip_bad_images), args.output_dir, args.flip_tta)
     print(format_results(results))
+
+
+def evaluate_frames_command(argv: list[str]) -> None:
+    from emotion_vit.frame_evaluation import (MATCH_MODES, evaluate_frames, format_frame_results, is_photo_folder,
+                                              photo_folder_frames, placed_frames)
+    from emotion_vit.frames import FrameOptions
+    from emotion_vit.service import AppSettings, EmotionService
+
+    parser = argparse.ArgumentParser(prog="train.py evaluate-frames", description=(
+        "Score the app's whole path (detector, crop, preprocessing, flip TTA as served) on labelled frames: "
+        "a folder of full-frame photos DATA/<label>/<image>, or the faces of a split of any data source, "
+        "each placed into a frame."), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", required=True, help="Model folder or hub id.")
+    parser.add_argument("--data", required=True, help="Photo folder <label>/<image>, or a data source of face crops.")
+    parser.add_argument("--split", default="validation", help="Face crops: the split to place into frames.")
+    parser.add_argument("--limit", type=int, help="Face crops: score this many (a seeded sample).")
+    parser.add_argument("--seed", type=int, default=0, help="Face crops: seed of placement and sample.")
+    parser.add_argument("--match", choices=MATCH_MODES, default="largest",
+                        help="The face scored: the largest, or the one at the placed face's box.")
+    parser.add_argument("--detector", default=AppSettings.detector, help="retinaface or yunet.")
+    parser.add_argument("--yunet-model", help="Local YuNet ONNX file.")
+    parser.add_argument("--no-flip-tta", dest="flip_tta", action="store_false", help="One view per face.")
+    parser.add_argument("--output-dir", help="Also write eval_frames.json and the confusion matrix (PNG, JSON) here.")
+    args = parser.parse_args(argv)
+    try:
+        service = EmotionService(AppSettings(model=args.model, detector=args.detector, yunet_model=args.yunet_model,
+                                             flip_tta=args.flip_tta))
+        if is_photo_folder(args.data):
+            skipped: list[str] = []
+            frames = photo_folder_frames(args.data, skipped)
+            total, description = len(frames), f"photos in {args.data}"
+            for message in skipped:
+                print(f"skipped {message}")
+        else:
+            total, frames = placed_frames(args.data, args.split, FrameOptions(seed=args.seed), args.limit)
+            description = f"{args.data} [{args.split}] faces placed in frames (seed {args.seed})"
+        results = evaluate_frames(service, frames, args.match, total, args.output_dir, description)
+    except (FileNotFoundError, ValueError) as error:  # a missing model or data, an unknown label: one line
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(format_frame_results(results))
 
 
 def adapt_command(argv: list[str]) -> None:

@@ -11,7 +11,7 @@ Frames (640x480 RGB, built deterministically from real faces):
 Without ../shared the 8 and 29 face frames tile copies of the astronaut's face instead (said in the output).
 
 Each frame goes through `EmotionPipeline.analyze` exactly as the app's live view calls it
-(`EmotionService.analyze(live=True)`: the app's detector options, a `FaceTracker`, crop margin), once
+(`EmotionService.analyze(live=True)`: the app's detector options, a `FaceTracker`, crop geometry), once
 per detector backend (RetinaFace; YuNet when its ONNX file is at hand) and per setting:
   max_side 640 (the app's live setting: native for 640x480), batched classification (one forward);
   max_side 640, one-by-one classification (`PipelineOptions(batched=False)`: N forwards);
@@ -54,6 +54,7 @@ from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, FaceDetector, cr
 from emotion_vit.images import read_image  # noqa: E402
 from emotion_vit.model import EmotionModel, load_emotion_model  # noqa: E402
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, set_inference_threads  # noqa: E402
+from emotion_vit.service import AppSettings  # noqa: E402
 from emotion_vit.track import FaceTracker  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
@@ -211,18 +212,12 @@ def repeats_for(faces: int, repeats: int | None) -> int:
 
 
 def app_settings() -> tuple[dict, str]:
-    """Detector and pipeline settings of the app's live view (from `AppSettings` when importable)."""
-    try:
-        from emotion_vit.webapp import AppSettings
-        settings, origin = AppSettings(), "emotion_vit.webapp.AppSettings"
-        values = {"score_threshold": settings.score_threshold, "min_face_size": settings.min_face_size,
-                  "max_side": settings.max_side, "crop_margin": settings.crop_margin, "align": settings.align,
-                  "smoothing": settings.smoothing, "flip_tta": settings.flip_tta}
-    except Exception as error:  # the web app's dependencies are not needed to benchmark
-        origin = f"built-in copy (webapp not importable: {error})"
-        values = {"score_threshold": 0.6, "min_face_size": 20, "max_side": 640, "crop_margin": 0.15,
-                  "align": False, "smoothing": 0.6, "flip_tta": True}
-    return values, origin
+    """Detector and pipeline settings of the app's live view: the service's own `AppSettings`."""
+    settings = AppSettings()
+    values = {"score_threshold": settings.score_threshold, "min_face_size": settings.min_face_size,
+              "max_side": settings.max_side, "geometry": settings.geometry, "align": settings.align,
+              "smoothing": settings.smoothing, "flip_tta": settings.flip_tta}
+    return values, "emotion_vit.service.AppSettings"
 
 
 def time_ours(model: EmotionModel, backend: str, detector_factory, frames: list[Frame], max_sides: list[int],
@@ -236,7 +231,7 @@ def time_ours(model: EmotionModel, backend: str, detector_factory, frames: list[
         for side in max_sides:
             for batched in ([True, False] if side == live_side else [True]):
                 pipeline = EmotionPipeline(model, detectors[side], PipelineOptions(
-                    crop_margin=settings["crop_margin"], align=settings["align"], batched=batched))
+                    geometry=settings["geometry"], align=settings["align"], batched=batched))
                 options = DetectorOptions(score_threshold=settings["score_threshold"],
                                           min_face_size=settings["min_face_size"], max_side=side)
                 tracker = FaceTracker(smoothing=settings["smoothing"])  # the live view tracks faces
@@ -449,7 +444,7 @@ def main() -> None:
               f"TF intra-op / TFLite / OpenCV threads {fer_info['settings']['threads']}, TF inter-op 1")
     print(f"Model: {model_text}")
     print(f"Pipeline: as the app's live view ({settings_origin}): score_threshold {settings['score_threshold']}, "
-          f"min_face_size {settings['min_face_size']}, crop_margin {settings['crop_margin']}, align {settings['align']}, "
+          f"min_face_size {settings['min_face_size']}, crop {settings['geometry']}, align {settings['align']}, "
           f"flip TTA {settings['flip_tta']}, FaceTracker; detector threads {threads}; app setting in bold")
     print(f"Frames: {FRAME_WIDTH}x{FRAME_HEIGHT} RGB; " + "; ".join(f"{frame.name}: {frame.source}" for frame in frames))
     print("Timed frames per setting: " + ", ".join(f"{frame.name} {repeats_for(len(frame.faces), args.repeats)}"

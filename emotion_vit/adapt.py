@@ -47,11 +47,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModelForImageClassification
 
+from .crop import CropGeometry, find_faces
 from .detect import FaceDetector
 from .images import IMAGE_SUFFIXES, as_rgb_uint8, read_image
 from .labels import UnknownLabelError, canonical_label
 from .model import EmotionModel
-from .pipeline import face_crop
 from .transforms import Preprocessing, training_augmentation
 
 logger = logging.getLogger(__name__)
@@ -104,17 +104,19 @@ class References:
         return dict(Counter(self.labels))
 
     def add_image(self, image, label: str, source: str, detector: FaceDetector | None,
-                  crop_margin: float = 0.15) -> bool:
-        """Add the largest face of `image` (any RGB/gray array) under `label`; without a detector the
-        image is taken as a face crop. Returns False, and notes why, when there is no face."""
+                  geometry: CropGeometry | None = None) -> bool:
+        """Add the largest face of `image` (any RGB/gray array) under `label`, cut as the live view cuts it
+        (a face-sized image is taken whole); without a detector the image is taken as a face crop.
+        Returns False, and notes why, when there is no face."""
         if detector is None:
             crop = image
         else:
-            faces = detector.detect(image)
+            image = as_rgb_uint8(image)
+            faces = find_faces(detector, image)
             if not faces:
                 self.skipped.append(f"{source}: no face found")
                 return False
-            crop = face_crop(as_rgb_uint8(image), faces[0], crop_margin)
+            crop = (geometry or CropGeometry()).face_crop(image, faces[0])
         self.crops.append(crop)
         self.labels.append(label_name(label))
         self.sources.append(source)
@@ -132,7 +134,8 @@ def label_name(folder: str) -> str:
         return name
 
 
-def load_references(folder: str | Path, detector: FaceDetector | None, crop_margin: float = 0.15) -> References:
+def load_references(folder: str | Path, detector: FaceDetector | None,
+                    geometry: CropGeometry | None = None) -> References:
     """Read `folder/<label>/*` images and crop the largest face of each (no detector: images are crops)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -147,7 +150,7 @@ def load_references(folder: str | Path, detector: FaceDetector | None, crop_marg
                 refs.skipped.append(f"{path}: not an image file")
                 continue
             try:
-                refs.add_image(read_image(path), label_dir.name, str(path), detector, crop_margin)
+                refs.add_image(read_image(path), label_dir.name, str(path), detector, geometry)
             except ValueError as error:
                 refs.skipped.append(f"{path}: {error}")
     if not refs.crops:

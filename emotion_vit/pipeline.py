@@ -1,6 +1,6 @@
 """Frame in, faces with emotions out.
 
-    frame (any size, RGB) -> detector -> face crops (margin, optional eye alignment)
+    frame (any size, RGB) -> detector -> face crops (the fitted crop geometry, optional eye alignment)
       -> the training preprocessing -> ONE batched forward for all faces -> label + probabilities
       -> (optional) tracking across frames with smoothed probabilities
 
@@ -10,14 +10,13 @@ The pipeline holds the model and the detector (loaded once) and no per-user stat
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
+from .crop import CropGeometry, find_faces
 from .detect import DetectorOptions, Face, FaceDetector, as_rgb_uint8
 from .model import EmotionModel
 from .track import FaceTracker
@@ -54,9 +53,7 @@ class FrameAnalysis:
 
 @dataclass
 class PipelineOptions:
-    # FER2013 crops show the face from forehead to chin with a little context; detector boxes
-    # are tighter, so each side grows by this fraction of the box size (and the crop is square).
-    crop_margin: float = 0.15
+    geometry: CropGeometry = field(default_factory=CropGeometry)  # how a crop is cut from a detector's box
     align: bool = False  # rotate each crop so the eyes are level (uses the 5 landmarks)
     batched: bool = True  # False classifies faces one by one (for benchmarks)
 
@@ -75,9 +72,9 @@ class EmotionPipeline:
         """
         start = time.perf_counter()
         frame = as_rgb_uint8(frame)
-        faces = self.detector.detect(frame, detector_options)
+        faces = find_faces(self.detector, frame, detector_options)
         detected = time.perf_counter()
-        probabilities = self.classify([face_crop(frame, face, self.options.crop_margin, self.options.align)
+        probabilities = self.classify([self.options.geometry.face_crop(frame, face, self.options.align)
                                        for face in faces])
         classified = time.perf_counter()
         track_ids: list[int | None] = [None] * len(faces)
@@ -101,23 +98,6 @@ class EmotionPipeline:
                            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
                            track_id=track_id,
                            landmarks=np.round(face.landmarks.astype(float), 1).tolist() if face.landmarks is not None else None)
-
-
-def face_crop(frame: np.ndarray, face: Face, margin: float = 0.15, align: bool = False) -> np.ndarray:
-    """A square crop around the face, `margin` of its size added on each side; outside the frame is
-    filled by replicating the border. With `align`, rotated about the face centre so the eyes are level."""
-    x1, y1, x2, y2 = face.box
-    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
-    center = ((x1 + x2) / 2, (y1 + y2) / 2)
-    angle = 0.0
-    if align and face.landmarks is not None:
-        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]  # the subject's right eye is on the image left
-        angle = math.degrees(math.atan2(ly - ry, lx - rx))
-    size = max(int(round(side)), 1)
-    # One affine warp does rotation and cropping; the output keeps the face's own resolution.
-    matrix = cv2.getRotationMatrix2D(center, angle, 1.0)
-    matrix[:, 2] += (size / 2 - center[0], size / 2 - center[1])
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def set_inference_threads(threads: int | None = None) -> int:

@@ -27,7 +27,8 @@ from .data import DataOptions, describe, load_emotion_dataset
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import build_image_processor, build_model, fold_grayscale_into_model
-from .transforms import BatchMixer, Preprocessing, eval_transform, train_transform, training_augmentation
+from .transforms import (BatchMixer, DetectorFraming, Preprocessing, eval_transform, train_transform,
+                         training_augmentation)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation images (quick runs)."})
     augmentation_strength: float = field(default=1.0, metadata={"help": "Scales the augmentation ranges; 0 turns augmentation off."})
     mix_prob: float = field(default=0.0, metadata={"help": "Probability that a batch is mixed by MixUp or CutMix."})
+    detector_framing: str | None = field(default=None, metadata={
+        "help": "A crop-geometry fit (bench/crop_geometry.py --output): re-frame training faces with its measured "
+                "detector jitter, as the live crop sees them."})
+    detector_framing_prob: float = field(default=0.5, metadata={"help": "Share of training faces re-framed so."})
     class_weighting: str = field(default="sqrt_inverse", metadata={
         "help": "Loss weights against class imbalance: none, sqrt_inverse (1/sqrt(freq)) or inverse (1/freq).",
         "choices": ["none", "sqrt_inverse", "inverse"]})
@@ -238,7 +243,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
                        training_args.label_smoothing_factor)
-    dataset["train"].set_transform(train_transform(preprocessing, training_augmentation(data_args.augmentation_strength)))
+    framing = DetectorFraming.from_file(data_args.detector_framing, p=data_args.detector_framing_prob) \
+        if data_args.detector_framing else None
+    dataset["train"].set_transform(train_transform(preprocessing, training_augmentation(
+        data_args.augmentation_strength, framing=framing)))
     for split in ("validation", "test"):
         if split in dataset:
             dataset[split].set_transform(eval_transform(preprocessing))

@@ -10,13 +10,17 @@ folds colour to luminance (see `emotion_vit.model.fold_grayscale_into_model`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from PIL import Image as PILImage
+
+from .crop import CropGeometry
 
 
 @dataclass(frozen=True)
@@ -60,18 +64,59 @@ class Preprocessing:
         return self.normalize([self.resize(self.gray(face)) for face in faces])
 
 
-def training_augmentation(strength: float = 1.0, seed: int | None = None) -> A.Compose:
+class DetectorFraming(A.ImageOnlyTransform):
+    """Re-frame a data-set face as the live crop frames it: through a detector's box and `CropGeometry`.
+
+    `samples` are measured per-face ratios (scale, shift_x, shift_y) of the data set's square to a
+    detector's box (`bench/crop_geometry.py` writes them): each call draws one face's ratios, rebuilds
+    the box the detector would have given for this face, cuts the geometry's square from it (outside
+    the image: the border replicated, as in the app) and resizes it back. The model so learns the
+    detector's jitter around the data set's framing, not only the framing itself.
+    """
+
+    def __init__(self, samples, geometry: CropGeometry | None = None, p: float = 0.5):
+        super().__init__(p=p)
+        self.samples = np.asarray(samples, dtype=np.float64).reshape(-1, 3)
+        self.geometry = geometry or CropGeometry()
+
+    @classmethod
+    def from_file(cls, path: str | Path, p: float = 0.5) -> DetectorFraming:
+        return cls(json.loads(Path(path).read_text())["samples"], p=p)
+
+    def get_params(self) -> dict:
+        return {"ratios": self.samples[int(self.random_generator.integers(len(self.samples)))]}
+
+    def apply(self, img: np.ndarray, ratios=(1.0, 0.0, 0.0), **params) -> np.ndarray:
+        height, width = img.shape[:2]
+        scale, shift_x, shift_y = ratios
+        size = width / scale  # the box size the detector would give this face
+        box_cx, box_cy = width / 2 - shift_x * size, height / 2 - shift_y * size
+        half = box_cx - size / 2, box_cy - size / 2, box_cx + size / 2, box_cy + size / 2
+        x1, y1, x2, y2 = self.geometry.square(half)
+        k = width / (x2 - x1)  # the square -> the image's own size
+        matrix = np.array([[k, 0, -x1 * k], [0, k * height / width, -y1 * k * height / width]])
+        return cv2.warpAffine(img, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("geometry",)
+
+
+def training_augmentation(strength: float = 1.0, seed: int | None = None,
+                          framing: DetectorFraming | None = None) -> A.Compose:
     """Augmentation for 48x48 faces: small geometric jitter, flips, lighting, occlusion.
 
     Faces in FER2013 are already roughly aligned, so geometry stays gentle (scale, shift and
     rotation of a few percent and degrees); lighting and occlusion (erasing) model what a
     classroom webcam adds. `strength` scales the ranges; 0 turns augmentation off. A `seed` makes
     the views repeatable (albumentations keeps its own random state, untouched by torch's or numpy's).
+    `framing` (first, when given) re-frames faces as the live detector and crop would.
     """
+    first = [framing] if framing is not None else []
     if strength <= 0:
-        return A.Compose([])
+        return A.Compose(first, seed=seed)
     s = strength
     return A.Compose([
+        *first,
         A.Affine(scale=(1 - 0.15 * s, 1 + 0.15 * s), translate_percent=(-0.08 * s, 0.08 * s),
                  rotate=(-12 * s, 12 * s), border_mode=cv2.BORDER_REFLECT_101, p=1.0),
         A.HorizontalFlip(p=0.5),

@@ -1,7 +1,7 @@
 """The Gradio app: live webcam view of a class, photo analysis, and a JSON API.
 
-`EmotionService` loads the model and detectors once and analyses images for every session;
-`build_app` lays out the Blocks UI around it. Per-user state (face tracks, the mood timeline)
+`EmotionService` (emotion_vit.service) loads the model and detectors once and analyses images
+for every session; `build_app` lays out the Blocks UI around it. Per-user state (face tracks, the mood timeline)
 lives in `gr.State`, so sessions never see each other's faces. Frames are analysed in memory:
 nothing here writes them to disk, and Gradio's own cache of served images is purged
 (`delete_cache`) so hours of streaming cannot fill the disk.
@@ -10,138 +10,24 @@ nothing here writes them to disk, and Gradio's own cache of served images is pur
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shutil
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from .adapt import METADATA_FILE, AdaptError, References, build_adapter, load_adapter, save_adapter
+from .adapt import AdaptError, References
 from .annotate import draw_faces
-from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
+from .detect import DETECTOR_BACKENDS
 from .images import as_rgb_uint8, read_image
-from .model import EmotionModel, load_emotion_model
 from .mood import MoodTimeline
-from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
+from .pipeline import FrameAnalysis
+from .service import NO_ADAPTER, EmotionService, public_name
 from .track import FaceTracker
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fer2013"
-MODEL_ENV = "EMOTION_VIT_MODEL"
-ADAPTERS_ENV = "EMOTION_VIT_ADAPTERS"
-NO_ADAPTER = "none"
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]
-
-
-def default_model() -> str:
-    """The model to serve: $EMOTION_VIT_MODEL (hub id or folder), else the embedded checkpoint."""
-    return os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL)
-
-
-@dataclass
-class AppSettings:
-    model: str = field(default_factory=default_model)
-    detector: str = "retinaface"
-    yunet_model: str | None = None  # local YuNet ONNX; unset: downloaded once (sha256-pinned)
-    score_threshold: float = 0.6
-    min_face_size: int = 20
-    max_side: int = 640  # live frames are detected at most this large (speed); boxes map back
-    photo_max_side: int = 1920  # photos and API images: larger, for small faces in group photos
-    smoothing: float = 0.6
-    crop_margin: float = 0.15
-    align: bool = False
-    flip_tta: bool = True  # each face also classified mirrored, in the same batch: +1.8 points on PublicTest
-    stream_every: float = 0.2  # seconds between webcam frames sent for analysis
-    stream_time_limit: int | None = None  # seconds a live stream may run; None: as long as the page is open
-    adapters_dir: str = field(default_factory=lambda: os.environ.get(ADAPTERS_ENV, "adapters"))
-
-
-class EmotionService:
-    """The model and the detectors, loaded once and shared by all sessions."""
-
-    def __init__(self, settings: AppSettings):
-        self.settings = settings
-        self.model: EmotionModel = load_emotion_model(settings.model)
-        self.model.flip_tta = settings.flip_tta
-        self._detectors: dict[str, FaceDetector] = {}
-        self._adapted: dict[str, EmotionModel] = {}
-        self._lock = threading.Lock()
-        self.detector(settings.detector)  # fail at start-up, not on the first frame
-
-    # --- adapters: adapters_dir/<name>/ in peft layout, loaded on first use and cached ---
-
-    def adapter_names(self) -> list[str]:
-        folder = Path(self.settings.adapters_dir)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / METADATA_FILE).is_file())
-
-    def model_for(self, adapter: str | None) -> EmotionModel:
-        if not adapter or adapter == NO_ADAPTER:
-            return self.model
-        if adapter not in self.adapter_names():
-            raise ValueError(f"no adapter named {adapter!r} (available: {', '.join(self.adapter_names()) or 'none'})")
-        with self._lock:
-            if adapter not in self._adapted:
-                self._adapted[adapter] = load_adapter(self.model, Path(self.settings.adapters_dir) / adapter)
-                self._adapted[adapter].flip_tta = self.settings.flip_tta
-            return self._adapted[adapter]
-
-    def build_adapter(self, refs: References, name: str, progress=None) -> dict:
-        name = name.strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
-            raise ValueError("adapter name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        model, metadata = build_adapter(self.model, refs, name, progress=progress)
-        save_adapter(model, metadata, Path(self.settings.adapters_dir) / name)
-        with self._lock:
-            self._adapted.pop(name, None)  # a rebuilt adapter replaces the cached one
-        return metadata
-
-    def delete_adapter(self, name: str) -> None:
-        if name not in self.adapter_names():
-            raise ValueError(f"no adapter named {name!r}")
-        with self._lock:
-            self._adapted.pop(name, None)
-            shutil.rmtree(Path(self.settings.adapters_dir) / name)
-
-    def detector(self, name: str) -> FaceDetector:
-        with self._lock:
-            if name not in self._detectors:
-                model_path = self.settings.yunet_model if name == "yunet" else None
-                self._detectors[name] = create_detector(name, model_path=model_path)
-            return self._detectors[name]
-
-    def analyze(self, image, *, detector: str | None = None, score_threshold: float | None = None,
-                align: bool | None = None, tracker: FaceTracker | None = None, live: bool = False,
-                adapter: str | None = None) -> FrameAnalysis:
-        settings = self.settings
-        options = DetectorOptions(score_threshold=score_threshold or settings.score_threshold,
-                                  min_face_size=settings.min_face_size,
-                                  max_side=settings.max_side if live else settings.photo_max_side)
-        pipeline = EmotionPipeline(self.model_for(adapter), self.detector(detector or settings.detector),
-                                   PipelineOptions(crop_margin=settings.crop_margin,
-                                                   align=settings.align if align is None else align))
-        return pipeline.analyze(image, tracker=tracker, detector_options=options)
-
-    def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None) -> dict:
-        """The JSON answer of /analyze."""
-        return {"faces": [face.to_dict() for face in analysis.faces],
-                "model": public_name(self.model_for(adapter).name), "detector": detector or self.settings.detector,
-                "image": {"width": analysis.width, "height": analysis.height},
-                "timings_ms": analysis.timings_ms}
-
-
-def public_name(model_name: str) -> str:
-    """A model's name for answers and the page: a folder's name, not the server's path to it."""
-    base, _, adapter = model_name.partition("+")
-    name = Path(base).name if Path(base).exists() else base
-    return f"{name}+{adapter}" if adapter else name
 
 
 @dataclass
@@ -271,7 +157,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
             images.append(("webcam capture", capture))
         if not images:
             raise gr.Error("Add one or more photos, or capture one with the webcam.")
-        found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.crop_margin)
+        found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry)
                     for name, image in images)
         if not found:
             gr.Warning("No face found in these images.")

@@ -193,7 +193,8 @@ def test_adapt_command(tmp_path):
 
 def test_personalize_flow_through_gradio_client(tmp_path):
     """Add references per label, build an adapter, use it in /analyze, list and delete it: as a team would."""
-    from emotion_vit.webapp import AppSettings, EmotionService, build_app, launch
+    from emotion_vit.service import AppSettings, EmotionService
+    from emotion_vit.webapp import build_app, launch
     service = EmotionService(AppSettings(model=str(save_small_model(tmp_path / "base")),
                                          adapters_dir=str(tmp_path / "adapters")))
     app = build_app(service)

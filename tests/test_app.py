@@ -14,7 +14,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from emotion_vit.labels import EMOTIONS
-from emotion_vit.webapp import DEFAULT_MODEL, AppSettings, EmotionService, build_app, launch
+from emotion_vit.service import DEFAULT_MODEL, AppSettings, EmotionService
+from emotion_vit.webapp import build_app, launch
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 MODEL = os.environ.get("EMOTION_VIT_MODEL") or str(DEFAULT_MODEL)
@@ -109,6 +110,6 @@ def test_the_app_needs_only_requirements_app():
     """The Docker image installs requirements-app.txt: the app must not import training-only packages."""
     blocked = ["datasets", "evaluate", "sklearn", "matplotlib", "pytest", "playwright"]
     code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) +
-            "import emotion_vit.webapp, emotion_vit.adapt, emotion_vit.pipeline\nprint('ok')")
+            "import emotion_vit.webapp, emotion_vit.service, emotion_vit.adapt, emotion_vit.pipeline, emotion_vit.crop\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -33,7 +33,7 @@ from conftest import REPO
 from fake_webcam import ASTRONAUT, write_fake_webcam
 
 from emotion_vit.labels import EMOTIONS
-from emotion_vit.webapp import DEFAULT_MODEL, MODEL_ENV
+from emotion_vit.service import DEFAULT_MODEL, MODEL_ENV
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from emotion_vit.labels import EMOTIONS
-from emotion_vit.webapp import DEFAULT_MODEL
+from emotion_vit.service import DEFAULT_MODEL
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 PUBLIC_TEST_BAR = 0.65  # with flip test-time augmentation, as the app classifies

@@ -11,7 +11,7 @@ from PIL import Image
 from emotion_vit.detect import Face, create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import build_image_processor, build_model, load_emotion_model
-from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, face_crop
+from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
 from emotion_vit.track import FaceTracker, iou
 
 
@@ -61,28 +61,6 @@ def test_tracker_follows_a_face_that_left_its_old_box():
     assert tracker.update([(100, 100, 200, 200)], happy)[0] == [1]
     assert tracker.update([(160, 110, 260, 210)], happy)[0] == [1]  # IoU 0.26 < 0.3, centre moved 0.6 sizes
     assert tracker.update([(400, 110, 500, 210)], happy)[0] == [2]  # 2.4 sizes away: another face
-
-
-def test_face_crop_is_square_with_margin_and_handles_the_border():
-    frame = np.zeros((100, 200, 3), np.uint8)
-    frame[20:60, 50:90] = 255
-    face = Face(box=(50, 20, 90, 60), score=0.9, landmarks=None)
-    crop = face_crop(frame, face, margin=0.25)
-    assert crop.shape == (60, 60, 3)  # 40 px box, 10 px margin each side
-    assert crop[30, 30].tolist() == [255, 255, 255] and crop[2, 2].tolist() == [0, 0, 0]
-    edge = face_crop(frame, Face(box=(0, 0, 30, 30), score=0.9, landmarks=None), margin=0.5)
-    assert edge.shape == (60, 60, 3)  # partly outside the frame: border replicated, no error
-
-
-def test_alignment_levels_the_eyes():
-    frame = np.zeros((200, 200, 3), np.uint8)
-    eyes = np.array([[80, 90], [120, 110]], np.float32)  # tilted by atan(20/40)
-    for x, y in eyes.astype(int):
-        frame[y - 3:y + 4, x - 3:x + 4] = 255
-    landmarks = np.vstack([eyes, [[100, 120], [85, 140], [115, 140]]]).astype(np.float32)
-    crop = face_crop(frame, Face(box=(60, 60, 140, 160), score=1.0, landmarks=landmarks), margin=0.2, align=True)
-    rows = np.nonzero(crop[:, :, 0] > 128)[0]
-    assert rows.max() - rows.min() <= 8  # both eye blobs now on the same rows
 
 
 def test_n_faces_one_forward(pipeline, small_model, monkeypatch):

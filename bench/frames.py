@@ -1,0 +1,125 @@
+"""Accuracy end to end: faces classified as given vs through the app's path, and against `fer`.
+
+    python bench/frames.py [--model DIR] [--data ../shared/data/fer2013.zip] [--split validation]
+                           [--limit N] [--seed 0] [--with-fer] [--keep DIR] [--json OUT]
+
+The faces of a split (default FER2013 PublicTest, all 3,589) are each placed into a 640x480 frame
+(`emotion_vit.frames`: random size and position, replicated / blurred / mosaic background) and
+written as JPEG (quality 95) to a labelled photo folder, <label>/<n>.jpg. Then, on exactly those
+files:
+  direct    our model on the faces as given (no detector), flip TTA as the app serves it;
+  app       `train.py evaluate-frames`' path: `EmotionService.analyze` as the app answers a photo
+            (detector, fitted crop geometry, preprocessing, flip TTA), the largest face;
+  fer       the peer package `fer` 25.10.3 (Haar + its CNN) in its own venv (bench/fer_env.sh),
+            its own `detect_emotions`, the largest face (--with-fer).
+A frame whose face is not found counts as wrong for both. The folder can be kept (--keep) and
+scored again with `python train.py evaluate-frames --data DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
+
+from machine import machine_line  # noqa: E402
+
+from emotion_vit.data import load_emotion_dataset  # noqa: E402
+from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames  # noqa: E402
+from emotion_vit.frames import FrameOptions, placed_faces  # noqa: E402
+from emotion_vit.metrics import EmotionMetrics  # noqa: E402
+from emotion_vit.service import AppSettings, EmotionService  # noqa: E402
+from emotion_vit.transforms import image_array  # noqa: E402
+
+FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
+
+
+def write_frames(data: str, split: str, limit: int | None, seed: int, folder: Path) -> tuple[list, list[str]]:
+    """Place the split's faces into frames and write them as <label>/<n>.jpg; returns faces and labels."""
+    subset = load_emotion_dataset(data)[split]
+    if limit is not None and limit < len(subset):
+        subset = subset.shuffle(seed=seed).select(range(limit))
+    names = subset.features["label"].names
+    faces = [image_array(image) for image in subset["image"]]
+    labels = [names[i] for i in subset["label"]]
+    for index, placed in enumerate(placed_faces(faces, FrameOptions(seed=seed))):
+        path = folder / labels[index] / f"{index:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(placed.frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return faces, labels
+
+
+def scores(predictions: list[int], references: list[int], labels: list[str]) -> dict:
+    results = EmotionMetrics(labels=labels).compute(predictions=predictions, references=references)
+    return {"accuracy": results["accuracy"], "macro_f1": results["macro_f1"], "recall": results["recall"],
+            "missed": sum(p < 0 for p in predictions)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=str(REPO / "models" / "emotion-vit-fer2013"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--with-fer", action="store_true")
+    parser.add_argument("--fer-python", default=str(FER_PYTHON))
+    parser.add_argument("--keep", help="Write the frames here and keep them (default: a temporary folder).")
+    parser.add_argument("--json", help="Write the figures here.")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(args.keep or temporary)
+        faces, face_labels = write_frames(args.data, args.split, args.limit, args.seed, folder)
+        service = EmotionService(AppSettings(model=args.model))
+        labels = service.model.labels
+        # Direct: the faces as given, in the order of the folder's files (label folders, then index).
+        frames = photo_folder_frames(folder)
+        order = [int(Path(frame.name).stem) for frame in frames]
+        references = [labels.index(frame.label) for frame in frames]
+        direct = np.concatenate([service.model.predict_proba([faces[i] for i in order[start:start + 256]]).argmax(-1)
+                                 .numpy() for start in range(0, len(order), 256)]).tolist()
+        start = time.perf_counter()
+        app = evaluate_frames(service, frames, total=len(frames), description=f"{args.split} in frames")
+        app_seconds = time.perf_counter() - start
+        figures = {"frames": len(frames), "data": Path(args.data).name, "split": args.split, "seed": args.seed,
+                   "model": Path(args.model).name, "machine": machine_line(),
+                   "direct": scores(direct, references, labels),
+                   "app": {"accuracy": app["accuracy"], "macro_f1": app["macro_f1"], "recall": app["recall"],
+                           "missed": app["faces_missed"], "seconds": round(app_seconds, 1)}}
+        if args.with_fer:
+            start = time.perf_counter()
+            output = subprocess.run([args.fer_python, str(REPO / "bench" / "fer_classify.py"), str(folder)],
+                                    check=True, capture_output=True, text=True).stdout
+            answers = json.loads(output)
+            predicted = [answers["answers"][frame.name] for frame in frames]
+            figures["fer"] = {**scores([labels.index(p) if p else -1 for p in predicted], references, labels),
+                              "seconds": round(time.perf_counter() - start, 1), "versions": answers["versions"]}
+
+    print(f"machine: {figures['machine']}")
+    print(f"{figures['frames']} {args.split} faces of {figures['data']} in 640x480 frames (seed {args.seed}), "
+          f"model {figures['model']}")
+    print("| path | accuracy | macro-F1 | faces missed | " + " | ".join(labels) + " |")
+    print("|---|---|---|---|" + "---|" * len(labels))
+    for name in ("direct", "app", "fer"):
+        if name in figures:
+            row = figures[name]
+            print(f"| {name} | {row['accuracy']:.2%} | {row['macro_f1']:.3f} | {row['missed']} | "
+                  + " | ".join(f"{row['recall'][label]:.1%}" for label in labels) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
