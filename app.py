@@ -11,7 +11,7 @@ import os
 from emotion_vit.detect import DETECTOR_BACKENDS
 from emotion_vit.pipeline import set_inference_threads
 from emotion_vit.service import MODEL_ENV, AppSettings, EmotionService, default_model
-from emotion_vit.webapp import build_app, launch
+from emotion_vit.webapp import MAX_FILE_MB, QUEUE_SIZE, build_app, launch
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stream-every", type=float, default=defaults.stream_every,
                         help="Seconds between webcam frames sent for analysis.")
     parser.add_argument("--stream-time-limit", type=int, help="Seconds a live stream may run (default: no limit).")
+    parser.add_argument("--max-file-mb", type=int, default=MAX_FILE_MB, help="Largest upload accepted, in MB.")
+    parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                        help="Requests that may wait for the model; more are refused (queue full).")
     parser.add_argument("--threads", type=int, help="Threads for the classifier (default: the CPU cores, up to 4).")
     return parser.parse_args()
 
@@ -54,7 +57,8 @@ def main() -> None:
                            max_side=args.max_side, photo_max_side=args.photo_max_side, smoothing=args.smoothing, align=args.align,
                            flip_tta=args.flip_tta,
                            stream_every=args.stream_every, stream_time_limit=args.stream_time_limit)
-    launch(build_app(EmotionService(settings)), args.host, args.port, share=args.share)
+    launch(build_app(EmotionService(settings)), args.host, args.port, share=args.share, max_file_mb=args.max_file_mb,
+           queue_size=args.queue_size)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,13 @@ def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], ma
     metric = EmotionMetrics(labels=labels)
     missed: Counter[str] = Counter()
     found_correct = found = 0
+    answers: list[str | None] = []  # per frame: the label given, None where the face was missed
     for item in tqdm(frames, total=total, desc="frames through the app's pipeline"):
         if item.label not in labels:
             raise ValueError(f"the model has no class {item.label!r} (its classes: {labels})")
         face = _scored_face(service.analyze(item.frame).faces, item, match)
         truth = labels.index(item.label)
+        answers.append(None if face is None else face.label)
         if face is None:
             missed[item.label] += 1
             prediction = -1  # wrong for every class; absent from the confusion matrix's columns
@@ -122,7 +124,7 @@ def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], ma
     results.update(model=service.model.name, data=description, match=match, detector=service.settings.detector,
                    flip_tta=service.model.flip_tta, geometry=vars(service.settings.geometry),
                    faces_missed=sum(missed.values()), missed_per_label=dict(missed),
-                   accuracy_on_found=found_correct / found if found else 0.0)
+                   accuracy_on_found=found_correct / found if found else 0.0, predictions=answers)
     if output_dir is not None:
         output_dir = Path(output_dir)
         save_confusion_matrix(results, labels, output_dir, stem="confusion_matrix_frames")

@@ -11,8 +11,9 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
-# PIL refuses images over twice this many pixels as decompression bombs; 10000x10000 still opens.
-MAX_IMAGE_PIXELS = 120_000_000
+# Images over this many pixels are refused from their header, before any decoding: a 656 KB PNG can
+# claim 15000x15000 and would take 2.8 GB decoded. 40 Mpx (e.g. 7300x5500) is above common cameras.
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
@@ -21,16 +22,25 @@ def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
     PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            check_pixel_count(image.size, name)
             image.load()
             return as_rgb_uint8(ImageOps.exif_transpose(image))
     except FileNotFoundError as error:
         raise ValueError(f"{name}: file not found") from error
     except UnidentifiedImageError as error:
         raise ValueError(f"{name}: not an image file, or a format that cannot be read") from error
-    except PILImage.DecompressionBombError as error:
-        raise ValueError(f"{name}: image too large ({error})") from error
+    except PILImage.DecompressionBombError as error:  # PIL's own check, at twice the limit
+        raise ValueError(f"{name}: image too large (at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)") from error
     except (OSError, SyntaxError) as error:  # truncated or corrupt data
         raise ValueError(f"{name}: corrupt or truncated image ({error})") from error
+
+
+def check_pixel_count(size: tuple[int, int], name: str = "image") -> None:
+    """Refuse an image whose (width, height), read from its header, exceeds `MAX_IMAGE_PIXELS`."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name}: image too large ({width}x{height} pixels; at most "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)")
 
 
 def as_rgb_uint8(image) -> np.ndarray:

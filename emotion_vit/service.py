@@ -109,7 +109,8 @@ class EmotionService:
                 align: bool | None = None, tracker: FaceTracker | None = None, live: bool = False,
                 adapter: str | None = None) -> FrameAnalysis:
         settings = self.settings
-        options = DetectorOptions(score_threshold=score_threshold or settings.score_threshold,
+        threshold = settings.score_threshold if score_threshold is None else score_threshold  # 0 is a threshold
+        options = DetectorOptions(score_threshold=threshold,
                                   min_face_size=settings.min_face_size,
                                   max_side=settings.max_side if live else settings.photo_max_side)
         pipeline = EmotionPipeline(self.model_for(adapter), self.detector(detector or settings.detector),

@@ -25,8 +25,12 @@ from .mood import MoodTimeline
 from .pipeline import FrameAnalysis
 from .service import NO_ADAPTER, EmotionService, public_name
 from .track import FaceTracker
+from .uploads import UploadedFiles, UploadedImage, refuse, score_threshold_value, uploaded_file
 
 logger = logging.getLogger(__name__)
+INFERENCE = "inference"  # the concurrency group of every handler that runs the model: one at a time
+MAX_FILE_MB = 20  # uploads above this are refused by Gradio before they are stored
+QUEUE_SIZE = 64  # requests waiting beyond this are refused ("queue full") instead of piling up
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]
 
 
@@ -107,13 +111,13 @@ def build_app(service: EmotionService) -> gr.Blocks:
     # --- Photo ---
     def photo_step(path, detector, threshold, align, adapter):
         if not path:
-            raise gr.Error("Upload a photo first.")
+            raise refuse("Upload a photo first.")
         try:
             image = read_image(path)
-            analysis = service.analyze(image, detector=detector, score_threshold=threshold, align=align,
-                                       adapter=adapter)
+            analysis = service.analyze(image, detector=detector, score_threshold=score_threshold_value(threshold),
+                                       align=align, adapter=adapter)
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            raise refuse(str(error)) from None
         note = f"{len(analysis.faces)} face(s) found in {analysis.timings_ms['total']:.0f} ms." if analysis.faces \
             else "No face found. Try a lower detection threshold, or a larger or sharper photo."
         return draw_faces(image, analysis.faces), service.describe(analysis, detector, adapter), note
@@ -131,22 +135,25 @@ def build_app(service: EmotionService) -> gr.Blocks:
         Returns:
             {faces: [{box, score, label, probabilities, track_id, landmarks}], model, detector, image, timings_ms}
         """
-        path = image.get("path") if isinstance(image, dict) else getattr(image, "path", image)
+        path = uploaded_file(image)
         if detector not in DETECTOR_BACKENDS:
-            raise gr.Error(f"unknown detector {detector!r}; choose one of {', '.join(DETECTOR_BACKENDS)}")
+            raise refuse(f"unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}")
+        if not isinstance(adapter, str):
+            raise refuse("adapter must be an adapter's name, or \"none\".")
+        threshold = score_threshold_value(score_threshold)
         try:
-            analysis = service.analyze(read_image(path), detector=detector, score_threshold=score_threshold,
+            analysis = service.analyze(read_image(path), detector=detector, score_threshold=threshold,
                                        adapter=adapter)
             return service.describe(analysis, detector, adapter)
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            raise refuse(str(error)) from None
 
     # --- Personalize: references live in this session's memory until an adapter is built ---
     def add_references(files, capture, label: str, refs: References | None):
         refs = refs or References()
         label = (label or "").strip()
         if not label:
-            raise gr.Error("Type the label these references show (an emotion, or a new one such as 'confused').")
+            raise refuse("Type the label these references show (an emotion, or a new one such as 'confused').")
         images = []
         for path in files or []:
             try:
@@ -156,7 +163,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
         if capture is not None:
             images.append(("webcam capture", capture))
         if not images:
-            raise gr.Error("Add one or more photos, or capture one with the webcam.")
+            raise refuse("Add one or more photos, or capture one with the webcam.")
         found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry)
                     for name, image in images)
         if not found:
@@ -168,11 +175,11 @@ def build_app(service: EmotionService) -> gr.Blocks:
 
     def build(name: str, refs: References | None, progress=gr.Progress()):
         if refs is None or not refs.crops:
-            raise gr.Error("Add reference faces first.")
+            raise refuse("Add reference faces first.")
         try:
             metadata = service.build_adapter(refs, name or "", progress=lambda f, message: progress(f, desc=message))
         except (AdaptError, ValueError) as error:
-            raise gr.Error(str(error)) from error
+            raise refuse(str(error)) from None
         message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
                    f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
                    "Select it under Settings.")
@@ -183,7 +190,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
         try:
             service.delete_adapter(name)
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            raise refuse(str(error)) from None
         choices = adapter_choices()
         return f"Deleted adapter **{name}**.", gr.update(choices=choices, value=NO_ADAPTER), \
             gr.update(choices=choices[1:], value=None)
@@ -210,7 +217,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
         with gr.Tab("Live"):
             session = gr.State(None)
             with gr.Row():
-                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
+                webcam = UploadedImage(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
                 annotated = gr.Image(label="Faces", format="jpeg", interactive=False)
             with gr.Row():
                 largest = gr.Label(num_top_classes=len(service.model.labels), label="Largest face")
@@ -222,17 +229,18 @@ def build_app(service: EmotionService) -> gr.Blocks:
             webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align, adapter],
                           [annotated, largest, table, mood, session], stream_every=settings.stream_every,
                           time_limit=settings.stream_time_limit, show_progress="hidden",
-                          api_visibility="undocumented")
+                          api_visibility="undocumented", concurrency_id=INFERENCE)
             reset.click(reset_live, [adapter], [annotated, largest, table, mood, session], api_visibility="private")
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Photo")
+                photo = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="Photo")
                 photo_annotated = gr.Image(label="Faces", interactive=False)
             photo_button = gr.Button("Analyze", variant="primary")
             photo_note = gr.Markdown()
             photo_json = gr.JSON(label="Per-face results")
             photo_button.click(photo_step, [photo, detector, threshold, align, adapter],
-                               [photo_annotated, photo_json, photo_note], api_visibility="private")
+                               [photo_annotated, photo_json, photo_note], api_visibility="private",
+                               concurrency_id=INFERENCE)
         with gr.Tab("Personalize"):
             gr.Markdown(
                 "Teach the model your room, your students or a new expression from a few labelled photos: "
@@ -242,8 +250,8 @@ def build_app(service: EmotionService) -> gr.Blocks:
             refs = gr.State(None)
             with gr.Row():
                 ref_label = gr.Textbox(label="Label", placeholder="happy, surprise, confused, ...")
-                ref_files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
-                ref_capture = gr.Image(sources=["webcam"], type="numpy", label="or capture")
+                ref_files = UploadedFiles(file_count="multiple", file_types=["image"], label="Photos")
+                ref_capture = UploadedImage(sources=["webcam"], type="numpy", label="or capture")
             with gr.Row():
                 add_button = gr.Button("Add references")
                 clear_button = gr.Button("Clear references", size="sm")
@@ -256,11 +264,13 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 existing = gr.Dropdown(adapter_choices()[1:], label="Adapters on this server", value=None)
                 delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
             add_button.click(add_references, [ref_files, ref_capture, ref_label, refs],
-                             [refs, ref_summary, ref_files, ref_capture], api_name="add_references")
+                             [refs, ref_summary, ref_files, ref_capture], api_name="add_references",
+                             concurrency_id=INFERENCE)
             clear_button.click(clear_references, None, [refs, ref_summary], api_name="clear_references")
-            build_button.click(build, [adapter_name, refs], [build_note, adapter, existing], api_name="build_adapter")
+            build_button.click(build, [adapter_name, refs], [build_note, adapter, existing], api_name="build_adapter",
+                               concurrency_id=INFERENCE)
             delete_button.click(delete, [existing], [build_note, adapter, existing], api_name="delete_adapter")
-        gr.api(analyze, api_name="analyze")
+        gr.api(analyze, api_name="analyze", concurrency_id=INFERENCE)
         gr.api(list_adapters, api_name="list_adapters")
         # Adapters built in other sessions appear when a page (re)loads.
         app.load(lambda: (gr.update(choices=adapter_choices()), gr.update(choices=adapter_choices()[1:])),
@@ -268,7 +278,9 @@ def build_app(service: EmotionService) -> gr.Blocks:
     return app
 
 
-def launch(app: gr.Blocks, host: str, port: int, share: bool = False, **kwargs):
-    return app.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, share=share, show_error=True, **kwargs)
+def launch(app: gr.Blocks, host: str, port: int, share: bool = False, max_file_mb: int = MAX_FILE_MB,
+           queue_size: int = QUEUE_SIZE, **kwargs):
+    """Serve `app`: one model call at a time, a bounded queue, bounded uploads."""
+    return app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
+        server_name=host, server_port=port, share=share, show_error=True, max_file_size=f"{max_file_mb}mb", **kwargs)
 

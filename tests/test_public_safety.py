@@ -1,0 +1,171 @@
+"""The app in front of anonymous visitors: no server file is read, bad input gets one short answer,
+image bombs and oversized uploads are refused before they cost memory. Probed as an attacker would,
+over HTTP on 127.0.0.1, with the handlers discovered from /config."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from conftest import REPO, free_port
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from emotion_vit.service import DEFAULT_MODEL, AppSettings, EmotionService
+from emotion_vit.uploads import NOT_AN_UPLOAD
+from emotion_vit.webapp import build_app, launch
+
+ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
+SERVER_FILES = [str(ASTRONAUT), "/etc/hostname", "/no/such/file.jpg", "/etc", str(REPO / "app.py"), "../../etc/passwd"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = build_app(EmotionService(AppSettings(model=str(DEFAULT_MODEL))))
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, max_file_mb=2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server + "/", verbose=False)
+
+
+def image_handlers(base: str) -> list[tuple[int, int, dict[int, str]]]:
+    """(fn_index, number of inputs, {position: "image" or "file"}) of every event taking an image or a file."""
+    config = httpx.get(f"{base}/config").json()
+    kinds = {component["id"]: component["type"] for component in config["components"]}
+    handlers = []
+    for index, dependency in enumerate(config["dependencies"]):
+        positions = {i: kinds[target] for i, target in enumerate(dependency["inputs"])
+                     if kinds.get(target) in ("image", "file")}
+        if positions:
+            handlers.append((index, len(dependency["inputs"]), positions))
+    return handlers
+
+
+def call_raw(base: str, fn_index: int, data: list) -> dict:
+    """queue/join, then the event's messages until it completes: the completion message."""
+    session = uuid.uuid4().hex
+    joined = httpx.post(f"{base}/gradio_api/queue/join",
+                        json={"data": data, "fn_index": fn_index, "session_hash": session}, timeout=30)
+    if joined.status_code != 200:
+        return {"http": joined.status_code, "body": joined.text}
+    with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session}, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("no completion message")
+
+
+def test_every_image_handler_refuses_server_paths_with_one_message(server):
+    handlers = image_handlers(server)
+    assert len(handlers) >= 3  # live frames, photo, references (+ capture)
+    for fn_index, size, positions in handlers:
+        for form in ("no meta", "meta", "string"):
+            messages = set()
+            for path in SERVER_FILES:
+                value = {"no meta": {"path": path}, "meta": {"path": path, "meta": {"_type": "gradio.FileData"}},
+                         "string": path}[form]
+                data = [None] * size
+                for position, kind in positions.items():
+                    data[position] = [value] if kind == "file" else value
+                answer = call_raw(server, fn_index, data)
+                assert answer.get("success") is False, (fn_index, form, path, answer)
+                # Gradio itself refuses a FileData with meta outside its upload folder, echoing the client's
+                # own path: the same answer for every path once that echo is taken out.
+                text = json.dumps(answer.get("output", answer)).replace(os.path.abspath(path), "PATH")
+                messages.add(text)
+            assert len(messages) == 1, (fn_index, form, messages)  # no existence oracle
+            text = messages.pop()
+            assert "Traceback" not in text and "/etc" not in text and str(REPO) not in text, text
+            assert NOT_AN_UPLOAD in text or "not uploaded by a user" in text, text
+
+
+def test_the_api_refuses_server_paths_whether_or_not_they_exist(server):
+    config = httpx.get(f"{server}/config").json()
+    fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "analyze")
+    for form in (lambda path: path, lambda path: {"path": path},
+                 lambda path: {"path": path, "meta": {"_type": "gradio.FileData"}}):  # the last one Gradio refuses
+        messages = set()
+        for path in SERVER_FILES:
+            answer = call_raw(server, fn_index, [form(path), "retinaface", 0.6, "none"])
+            assert answer.get("success") is False, (path, answer)
+            messages.add(json.dumps(answer["output"]).replace(os.path.abspath(path), "PATH"))
+        assert len(messages) == 1, messages
+        text = messages.pop()
+        assert NOT_AN_UPLOAD in text or "not uploaded by a user" in text, text
+
+
+def test_threshold_zero_is_honoured_and_nonsense_is_refused(client):
+    everything = client.predict(handle_file(str(ASTRONAUT)), score_threshold=0.0, api_name="/analyze")
+    assert len(everything["faces"]) >= 1 and min(face["score"] for face in everything["faces"]) < 0.6
+    for bad in ("abc", -0.1, 1.5, None):
+        with pytest.raises(Exception, match="score_threshold must be a number from 0 to 1"):
+            client.predict(handle_file(str(ASTRONAUT)), score_threshold=bad, api_name="/analyze")
+    with pytest.raises(Exception, match="unknown detector; choose one of"):
+        client.predict(handle_file(str(ASTRONAUT)), detector="<script>", api_name="/analyze")
+    with pytest.raises(Exception, match="adapter must be"):
+        client.predict(handle_file(str(ASTRONAUT)), adapter=3, api_name="/analyze")
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def jpeg_header_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header is patched to claim width x height."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, content", [("bomb.png", png_bomb(15000, 15000)),
+                                           ("liar.jpg", jpeg_header_claiming(14000, 14000))])
+def test_image_bombs_are_refused_from_the_header(client, tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="image too large"):
+        client.predict(handle_file(str(path)), api_name="/analyze")
+    assert time.perf_counter() - start < 5
+    assert len(client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")["faces"]) == 1
+
+
+def test_uploads_over_the_size_limit_are_refused(server, tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(ASTRONAUT.read_bytes() + np.random.default_rng(0).bytes(3 * 1024 * 1024))
+    with big.open("rb") as handle:
+        answer = httpx.post(f"{server}/gradio_api/upload", files={"files": ("big.jpg", handle, "image/jpeg")},
+                            timeout=60)
+    assert answer.status_code == 413
+
+
+def test_inline_webcam_frames_are_checked_too(server):
+    """Gradio's webcam sends frames as base64 data URLs: a lying header there is refused the same way."""
+    import base64
+    live = next(handler for handler in image_handlers(server) if handler[0] == 0)  # the live stream
+    fn_index, size, positions = live
+    data = [None] * size
+    bomb = "data:image/jpeg;base64," + base64.b64encode(jpeg_header_claiming(14000, 14000)).decode()
+    for position in positions:
+        data[position] = {"url": bomb, "meta": {"_type": "gradio.FileData"}}
+    answer = call_raw(server, fn_index, data)
+    assert answer.get("success") is False and "image too large" in json.dumps(answer["output"])
