@@ -103,12 +103,12 @@ def main() -> None:
         start = time.perf_counter()
         app = evaluate_frames(service, frames, total=len(frames), description=f"{args.split} in frames")
         app_seconds = time.perf_counter() - start
-        found = [i for i, answer in enumerate(app["predictions"]) if answer is not None]
+        found = [i for i, answer in enumerate(app["predictions"]) if answer["prediction"] is not None]
         figures = {"frames": len(frames), "data": Path(args.data).name, "split": args.split, "seed": args.seed,
                    "model": Path(args.model).name, "machine": machine_line(), "geometry": vars(geometry),
                    "direct": scores(direct, references, labels),
                    "direct_on_found": scores([direct[i] for i in found], [references[i] for i in found], labels),
-                   "app_on_found": scores([labels.index(app["predictions"][i]) for i in found],
+                   "app_on_found": scores([labels.index(app["predictions"][i]["prediction"]) for i in found],
                                           [references[i] for i in found], labels),
                    "app": {"accuracy": app["accuracy"], "macro_f1": app["macro_f1"], "recall": app["recall"],
                            "missed": app["faces_missed"], "seconds": round(app_seconds, 1)}}

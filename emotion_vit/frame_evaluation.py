@@ -105,13 +105,13 @@ def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], ma
     metric = EmotionMetrics(labels=labels)
     missed: Counter[str] = Counter()
     found_correct = found = 0
-    answers: list[str | None] = []  # per frame: the label given, None where the face was missed
+    answers: list[dict] = []  # per frame: its name, true label, and the label given (None: face missed)
     for item in tqdm(frames, total=total, desc="frames through the app's pipeline"):
         if item.label not in labels:
             raise ValueError(f"the model has no class {item.label!r} (its classes: {labels})")
         face = _scored_face(service.analyze(item.frame).faces, item, match)
         truth = labels.index(item.label)
-        answers.append(None if face is None else face.label)
+        answers.append({"frame": item.name, "label": item.label, "prediction": None if face is None else face.label})
         if face is None:
             missed[item.label] += 1
             prediction = -1  # wrong for every class; absent from the confusion matrix's columns

@@ -159,7 +159,10 @@ def test_evaluate_frames_on_a_photo_folder(tiny_model, tmp_path):
     results = json.loads((tmp_path / "out" / "eval_frames.json").read_text())
     assert results["num_examples"] == 3 and results["faces_missed"] == 1 and results["missed_per_label"] == {"sad": 1}
     assert results["flip_tta"] is True and results["match"] == "largest"
-    assert len(results["predictions"]) == 3 and results["predictions"].count(None) == 1
+    answers = results["predictions"]  # per frame, in order: its name, true label, answer
+    missed = [answer for answer in answers if answer["prediction"] is None]
+    assert len(answers) == 3 and len(missed) == 1 and missed[0]["label"] == "sad"
+    assert sorted(answer["frame"].split("/")[0] for answer in answers) == ["Happiness", "sad", "sad"]
     assert (tmp_path / "out" / "confusion_matrix_frames.png").is_file()
     assert sum(map(sum, results["confusion_matrix"])) == 2  # the missed face is in no predicted column
 
