@@ -3,10 +3,18 @@
 `EmotionService.analyze` is the app's exact path from an image to faces with emotions; the
 Gradio layer (`emotion_vit.webapp`), the benchmarks and `train.py evaluate-frames` all call it,
 so what is measured is what visitors get.
+
+Adapters belong to whoever made them. Each visitor holds a key (the browser keeps a random one;
+API clients send their own) and sees, uses and changes only the adapters saved under it, in
+``adapters_dir/_visitors/<hash of the key>/``, plus the operator's adapters in ``adapters_dir/<name>/``
+(read-only). Whoever presents the operator's shared key ($EMOTION_VIT_SHARED_KEY) works in that
+top folder itself: a teacher's private deployment where colleagues share adapters.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -24,7 +32,10 @@ from .track import FaceTracker
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fer2013"
 MODEL_ENV = "EMOTION_VIT_MODEL"
 ADAPTERS_ENV = "EMOTION_VIT_ADAPTERS"
+SHARED_KEY_ENV = "EMOTION_VIT_SHARED_KEY"
 NO_ADAPTER = "none"
+VISITORS_DIR = "_visitors"  # cannot clash with an adapter name (names start with a letter or digit)
+MIN_KEY_LENGTH = 16
 
 
 def default_model() -> str:
@@ -48,6 +59,10 @@ class AppSettings:
     stream_every: float = 0.2  # seconds between webcam frames sent for analysis
     stream_time_limit: int | None = None  # seconds a live stream may run; None: as long as the page is open
     adapters_dir: str = field(default_factory=lambda: os.environ.get(ADAPTERS_ENV, "adapters"))
+    shared_key: str | None = field(default_factory=lambda: os.environ.get(SHARED_KEY_ENV) or None)
+    max_adapters_per_key: int = 5  # quotas: what one visitor may keep on the server ...
+    max_adapter_labels: int = 12  # ... and what one adapter may learn
+    max_references: int = 100  # reference faces held in one browser session
 
 
 class EmotionService:
@@ -62,41 +77,79 @@ class EmotionService:
         self._lock = threading.Lock()
         self.detector(settings.detector)  # fail at start-up, not on the first frame
 
-    # --- adapters: adapters_dir/<name>/ in peft layout, loaded on first use and cached ---
+    # --- adapters: <folder>/<name>/ in peft layout, loaded on first use and cached by folder ---
 
-    def adapter_names(self) -> list[str]:
-        folder = Path(self.settings.adapters_dir)
-        if not folder.is_dir():
+    def key_folder(self, key: str | None) -> Path | None:
+        """Where the adapters saved under `key` live; None without a key (only the operator's adapters)."""
+        if not key:
+            return None
+        if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"an adapter key has at least {MIN_KEY_LENGTH} characters")
+        root = Path(self.settings.adapters_dir)
+        if self.settings.shared_key and hmac.compare_digest(key.encode(), self.settings.shared_key.encode()):
+            return root
+        return root / VISITORS_DIR / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    @staticmethod
+    def _names_in(folder: Path | None) -> list[str]:
+        if folder is None or not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if (p / METADATA_FILE).is_file())
 
-    def model_for(self, adapter: str | None) -> EmotionModel:
+    def own_adapter_names(self, key: str | None) -> list[str]:
+        """The adapters saved under `key`: the ones it may overwrite or delete."""
+        return self._names_in(self.key_folder(key))
+
+    def adapter_names(self, key: str | None = None) -> list[str]:
+        """The adapters `key` may use: its own, then the operator's (the same folder under the shared key)."""
+        own = self._names_in(self.key_folder(key))
+        return own + [name for name in self._names_in(Path(self.settings.adapters_dir)) if name not in own]
+
+    def _adapter_folder(self, name: str, key: str | None) -> Path:
+        for folder in (self.key_folder(key), Path(self.settings.adapters_dir)):
+            if folder is not None and name in self._names_in(folder):
+                return folder / name
+        raise ValueError(f"no adapter named {name!r} (available: {', '.join(self.adapter_names(key)) or 'none'})")
+
+    def model_for(self, adapter: str | None, key: str | None = None) -> EmotionModel:
         if not adapter or adapter == NO_ADAPTER:
             return self.model
-        if adapter not in self.adapter_names():
-            raise ValueError(f"no adapter named {adapter!r} (available: {', '.join(self.adapter_names()) or 'none'})")
+        folder = self._adapter_folder(adapter, key)
         with self._lock:
-            if adapter not in self._adapted:
-                self._adapted[adapter] = load_adapter(self.model, Path(self.settings.adapters_dir) / adapter)
-                self._adapted[adapter].flip_tta = self.settings.flip_tta
-            return self._adapted[adapter]
+            if str(folder) not in self._adapted:
+                self._adapted[str(folder)] = load_adapter(self.model, folder)
+                self._adapted[str(folder)].flip_tta = self.settings.flip_tta
+            return self._adapted[str(folder)]
 
-    def build_adapter(self, refs: References, name: str, progress=None) -> dict:
-        name = name.strip()
+    def build_adapter(self, refs: References, name: str, key: str | None, progress=None) -> dict:
+        """Build and save an adapter under `key`, within the settings' quotas."""
+        settings, name = self.settings, name.strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
             raise ValueError("adapter name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        folder = self.key_folder(key)
+        if folder is None:
+            raise ValueError("an adapter key is needed to save an adapter")
+        own = self._names_in(folder)
+        if name not in own and name in self.adapter_names(key):
+            raise ValueError(f"{name!r} is one of this server's adapters: choose another name")
+        if name not in own and folder != Path(settings.adapters_dir) and len(own) >= settings.max_adapters_per_key:
+            raise ValueError(f"at most {settings.max_adapters_per_key} adapters per key: delete one first")
+        if len(set(refs.labels)) > settings.max_adapter_labels:
+            raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
         model, metadata = build_adapter(self.model, refs, name, progress=progress)
-        save_adapter(model, metadata, Path(self.settings.adapters_dir) / name)
+        save_adapter(model, metadata, folder / name)
         with self._lock:
-            self._adapted.pop(name, None)  # a rebuilt adapter replaces the cached one
+            self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
 
-    def delete_adapter(self, name: str) -> None:
-        if name not in self.adapter_names():
-            raise ValueError(f"no adapter named {name!r}")
+    def delete_adapter(self, name: str, key: str | None) -> None:
+        """Delete one of `key`'s own adapters (never the operator's, unless `key` is the shared key)."""
+        folder = self.key_folder(key)
+        if name not in self._names_in(folder):
+            raise ValueError(f"no adapter of yours named {name!r}")
         with self._lock:
-            self._adapted.pop(name, None)
-            shutil.rmtree(Path(self.settings.adapters_dir) / name)
+            self._adapted.pop(str(folder / name), None)
+            shutil.rmtree(folder / name)
 
     def detector(self, name: str) -> FaceDetector:
         with self._lock:
@@ -107,21 +160,22 @@ class EmotionService:
 
     def analyze(self, image, *, detector: str | None = None, score_threshold: float | None = None,
                 align: bool | None = None, tracker: FaceTracker | None = None, live: bool = False,
-                adapter: str | None = None) -> FrameAnalysis:
+                adapter: str | None = None, key: str | None = None) -> FrameAnalysis:
         settings = self.settings
         threshold = settings.score_threshold if score_threshold is None else score_threshold  # 0 is a threshold
         options = DetectorOptions(score_threshold=threshold,
                                   min_face_size=settings.min_face_size,
                                   max_side=settings.max_side if live else settings.photo_max_side)
-        pipeline = EmotionPipeline(self.model_for(adapter), self.detector(detector or settings.detector),
+        pipeline = EmotionPipeline(self.model_for(adapter, key), self.detector(detector or settings.detector),
                                    PipelineOptions(geometry=settings.geometry,
                                                    align=settings.align if align is None else align))
         return pipeline.analyze(image, tracker=tracker, detector_options=options)
 
-    def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None) -> dict:
+    def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None,
+                 key: str | None = None) -> dict:
         """The JSON answer of /analyze."""
         return {"faces": [face.to_dict() for face in analysis.faces],
-                "model": public_name(self.model_for(adapter).name), "detector": detector or self.settings.detector,
+                "model": public_name(self.model_for(adapter, key).name), "adapter": adapter or NO_ADAPTER, "detector": detector or self.settings.detector,
                 "image": {"width": analysis.width, "height": analysis.height},
                 "timings_ms": analysis.timings_ms}
 

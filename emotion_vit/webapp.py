@@ -10,6 +10,7 @@ nothing here writes them to disk, and Gradio's own cache of served images is pur
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from .detect import DETECTOR_BACKENDS
 from .images import as_rgb_uint8, read_image
 from .mood import MoodTimeline
 from .pipeline import FrameAnalysis
-from .service import NO_ADAPTER, EmotionService, public_name
+from .service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService, public_name
 from .track import FaceTracker
 from .uploads import UploadedFiles, UploadedImage, refuse, score_threshold_value, uploaded_file
 
@@ -74,25 +75,30 @@ def build_app(service: EmotionService) -> gr.Blocks:
     settings = service.settings
     empty_mood = pd.DataFrame(columns=["time", "emotion", "share"])
 
-    def new_session(adapter: str | None = None) -> LiveSession:
-        labels = service.model_for(adapter).labels
+    def new_session(adapter: str | None = None, key: str | None = None) -> LiveSession:
+        labels = service.model_for(adapter, key).labels
         return LiveSession(FaceTracker(smoothing=settings.smoothing), MoodTimeline(labels=labels), adapter=adapter)
 
-    def adapter_choices() -> list[str]:
-        return [NO_ADAPTER, *service.adapter_names()]
+    def adapter_lists(key: str | None, selected: str | None = None):
+        """Updates of the two adapter dropdowns: all `key` may use (Settings), and its own (Personalize)."""
+        try:
+            usable, own = service.adapter_names(key), service.own_adapter_names(key)
+        except ValueError as error:
+            raise refuse(str(error)) from None
+        return gr.update(choices=[NO_ADAPTER, *usable]), gr.update(choices=own, value=selected)
 
     # --- Live ---
-    def live_step(frame, session: LiveSession | None, detector, threshold, smoothing, align, adapter):
+    def live_step(frame, session: LiveSession | None, detector, threshold, smoothing, align, adapter, key):
         """One webcam frame: annotated frame, largest face's probabilities, face table, mood plot."""
         unchanged = (gr.skip(),) * 4
         try:
             if session is None or session.adapter != adapter:  # another adapter: other labels, fresh tracks
-                session = new_session(adapter)
+                session = new_session(adapter, key)
             if frame is None:
                 return *unchanged, session
             session.tracker.smoothing = float(smoothing)
             analysis = service.analyze(frame, detector=detector, score_threshold=threshold, align=align,
-                                       tracker=session.tracker, live=True, adapter=adapter)
+                                       tracker=session.tracker, live=True, adapter=adapter, key=key)
         except Exception as error:  # a bad frame or setting must never end the stream
             session = session or new_session()
             session.warn_once(str(error))
@@ -105,26 +111,26 @@ def build_app(service: EmotionService) -> gr.Blocks:
             plot, session.last_plot = session.mood.table(), time.monotonic()
         return draw_faces(as_rgb_uint8(frame), analysis.faces), largest, face_rows(analysis), plot, session
 
-    def reset_live(adapter):
-        return None, None, [], empty_mood, new_session(adapter)
+    def reset_live(adapter, key):
+        return None, None, [], empty_mood, new_session(adapter, key)
 
     # --- Photo ---
-    def photo_step(path, detector, threshold, align, adapter):
+    def photo_step(path, detector, threshold, align, adapter, key):
         if not path:
             raise refuse("Upload a photo first.")
         try:
             image = read_image(path)
             analysis = service.analyze(image, detector=detector, score_threshold=score_threshold_value(threshold),
-                                       align=align, adapter=adapter)
+                                       align=align, adapter=adapter, key=key)
         except ValueError as error:
             raise refuse(str(error)) from None
         note = f"{len(analysis.faces)} face(s) found in {analysis.timings_ms['total']:.0f} ms." if analysis.faces \
             else "No face found. Try a lower detection threshold, or a larger or sharper photo."
-        return draw_faces(image, analysis.faces), service.describe(analysis, detector, adapter), note
+        return draw_faces(image, analysis.faces), service.describe(analysis, detector, adapter, key), note
 
     # --- API ---
     def analyze(image: gr.FileData, detector: str = settings.detector, score_threshold: float = settings.score_threshold,
-                adapter: str = NO_ADAPTER) -> dict:
+                adapter: str = NO_ADAPTER, key: str = "") -> dict:
         """Find every face in an image and classify its emotion.
 
         Args:
@@ -132,19 +138,20 @@ def build_app(service: EmotionService) -> gr.Blocks:
             detector: face detector, "retinaface" or "yunet".
             score_threshold: minimum detector confidence for a face (0-1).
             adapter: name of a personalised adapter, or "none" for the base model.
+            key: your adapter key (16+ characters): the adapters you built under it become usable.
         Returns:
             {faces: [{box, score, label, probabilities, track_id, landmarks}], model, detector, image, timings_ms}
         """
         path = uploaded_file(image)
         if detector not in DETECTOR_BACKENDS:
             raise refuse(f"unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}")
-        if not isinstance(adapter, str):
-            raise refuse("adapter must be an adapter's name, or \"none\".")
+        if not isinstance(adapter, str) or not isinstance(key, str):
+            raise refuse("adapter must be an adapter's name, or \"none\"; key a text.")
         threshold = score_threshold_value(score_threshold)
         try:
             analysis = service.analyze(read_image(path), detector=detector, score_threshold=threshold,
-                                       adapter=adapter)
-            return service.describe(analysis, detector, adapter)
+                                       adapter=adapter, key=key)
+            return service.describe(analysis, detector, adapter, key)
         except ValueError as error:
             raise refuse(str(error)) from None
 
@@ -164,6 +171,8 @@ def build_app(service: EmotionService) -> gr.Blocks:
             images.append(("webcam capture", capture))
         if not images:
             raise refuse("Add one or more photos, or capture one with the webcam.")
+        if len(refs.crops) + len(images) > settings.max_references:
+            raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
         found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry)
                     for name, image in images)
         if not found:
@@ -173,31 +182,43 @@ def build_app(service: EmotionService) -> gr.Blocks:
     def clear_references():
         return References(), reference_summary(References())
 
-    def build(name: str, refs: References | None, progress=gr.Progress()):
+    def build(name: str, refs: References | None, key: str, progress=gr.Progress()):
         if refs is None or not refs.crops:
             raise refuse("Add reference faces first.")
         try:
-            metadata = service.build_adapter(refs, name or "", progress=lambda f, message: progress(f, desc=message))
+            metadata = service.build_adapter(refs, name or "", key,
+                                             progress=lambda f, message: progress(f, desc=message))
         except (AdaptError, ValueError) as error:
             raise refuse(str(error)) from None
         message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
                    f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
                    "Select it under Settings.")
-        choices = adapter_choices()
-        return message, gr.update(choices=choices), gr.update(choices=choices[1:], value=metadata["name"])
+        return message, *adapter_lists(key, selected=metadata["name"])
 
-    def delete(name: str):
+    def delete(name: str, key: str):
         try:
-            service.delete_adapter(name)
+            service.delete_adapter(name, key)
         except ValueError as error:
             raise refuse(str(error)) from None
-        choices = adapter_choices()
-        return f"Deleted adapter **{name}**.", gr.update(choices=choices, value=NO_ADAPTER), \
-            gr.update(choices=choices[1:], value=None)
+        usable, own = adapter_lists(key)
+        return f"Deleted adapter **{name}**.", {**usable, "value": NO_ADAPTER}, own
 
-    def list_adapters() -> list[str]:
-        """Names of the personalised adapters on this server."""
-        return service.adapter_names()
+    def list_adapters(key: str = "") -> list[str]:
+        """Names of the adapters you may use: those built under your key (16+ characters), and the server's own."""
+        if not isinstance(key, str):
+            raise refuse("key must be a text.")
+        try:
+            return service.adapter_names(key)
+        except ValueError as error:
+            raise refuse(str(error)) from None
+
+    def restore_key(stored: str | None):
+        """On page load: this browser's adapter key (a new random one on a first visit) and its adapters."""
+        key = stored if isinstance(stored, str) and len(stored) >= MIN_KEY_LENGTH else secrets.token_hex(16)
+        return key, key, *adapter_lists(key)
+
+    def change_key(key: str):
+        return key, *adapter_lists(key)
 
     # Purge Gradio's cache of served frames every minute, keeping files at most two minutes.
     with gr.Blocks(title="emotion_vit: live face emotions", delete_cache=(60, 120)) as app:
@@ -205,6 +226,10 @@ def build_app(service: EmotionService) -> gr.Blocks:
             "# emotion_vit\nEvery face in the frame, with its emotion. "
             f"Model: `{public_name(service.model.name)}` ({', '.join(service.model.labels)}). "
             "Frames are analysed in memory and never stored.")
+        stored_key = gr.BrowserState("", storage_key="emotion_vit_adapter_key")
+        key = gr.Textbox(label="Your adapter key", type="password", max_lines=1, render=False,
+                         info="Your adapters are saved under this key; only it lists, uses or deletes them. "
+                              "This browser keeps it; enter it in another browser to use your adapters there.")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
                 detector = gr.Dropdown(list(DETECTOR_BACKENDS), value=settings.detector, label="Face detector")
@@ -213,7 +238,8 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 smoothing = gr.Slider(0.0, 0.95, value=settings.smoothing, step=0.05,
                                       label="Smoothing (live): weight of past frames")
                 align = gr.Checkbox(value=settings.align, label="Align faces by the eyes")
-                adapter = gr.Dropdown(adapter_choices(), value=NO_ADAPTER, label="Adapter (Personalize tab)")
+                adapter = gr.Dropdown([NO_ADAPTER, *service.adapter_names()], value=NO_ADAPTER,
+                                      label="Adapter (Personalize tab)")
         with gr.Tab("Live"):
             session = gr.State(None)
             with gr.Row():
@@ -226,11 +252,11 @@ def build_app(service: EmotionService) -> gr.Blocks:
             mood = gr.LinePlot(None, x="time", y="share", color="emotion", y_lim=[0, 1], height=280,
                                show_label=False, title="Class mood: share of faces per emotion, last 5 minutes")
             reset = gr.Button("Reset tracks and mood", size="sm")
-            webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align, adapter],
+            webcam.stream(live_step, [webcam, session, detector, threshold, smoothing, align, adapter, key],
                           [annotated, largest, table, mood, session], stream_every=settings.stream_every,
                           time_limit=settings.stream_time_limit, show_progress="hidden",
                           api_visibility="undocumented", concurrency_id=INFERENCE)
-            reset.click(reset_live, [adapter], [annotated, largest, table, mood, session], api_visibility="private")
+            reset.click(reset_live, [adapter, key], [annotated, largest, table, mood, session], api_visibility="private")
         with gr.Tab("Photo"):
             with gr.Row():
                 photo = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="Photo")
@@ -238,7 +264,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
             photo_button = gr.Button("Analyze", variant="primary")
             photo_note = gr.Markdown()
             photo_json = gr.JSON(label="Per-face results")
-            photo_button.click(photo_step, [photo, detector, threshold, align, adapter],
+            photo_button.click(photo_step, [photo, detector, threshold, align, adapter, key],
                                [photo_annotated, photo_json, photo_note], api_visibility="private",
                                concurrency_id=INFERENCE)
         with gr.Tab("Personalize"):
@@ -261,20 +287,21 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 build_button = gr.Button("Build adapter", variant="primary")
             build_note = gr.Markdown()
             with gr.Row():
-                existing = gr.Dropdown(adapter_choices()[1:], label="Adapters on this server", value=None)
+                existing = gr.Dropdown([], label="Your adapters", value=None, allow_custom_value=True)  # the service checks
                 delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
+            key.render()
             add_button.click(add_references, [ref_files, ref_capture, ref_label, refs],
                              [refs, ref_summary, ref_files, ref_capture], api_name="add_references",
                              concurrency_id=INFERENCE)
             clear_button.click(clear_references, None, [refs, ref_summary], api_name="clear_references")
-            build_button.click(build, [adapter_name, refs], [build_note, adapter, existing], api_name="build_adapter",
-                               concurrency_id=INFERENCE)
-            delete_button.click(delete, [existing], [build_note, adapter, existing], api_name="delete_adapter")
+            build_button.click(build, [adapter_name, refs, key], [build_note, adapter, existing],
+                               api_name="build_adapter", concurrency_id=INFERENCE)
+            delete_button.click(delete, [existing, key], [build_note, adapter, existing], api_name="delete_adapter")
+            key.change(change_key, [key], [stored_key, adapter, existing], api_visibility="private")
         gr.api(analyze, api_name="analyze", concurrency_id=INFERENCE)
         gr.api(list_adapters, api_name="list_adapters")
-        # Adapters built in other sessions appear when a page (re)loads.
-        app.load(lambda: (gr.update(choices=adapter_choices()), gr.update(choices=adapter_choices()[1:])),
-                 None, [adapter, existing], api_visibility="private")
+        # The browser's key comes back, and with it the visitor's adapters, when a page (re)loads.
+        app.load(restore_key, [stored_key], [stored_key, key, adapter, existing], api_visibility="private")
     return app
 
 

@@ -211,16 +211,17 @@ def test_personalize_flow_through_gradio_client(tmp_path):
         assert "**confused** 1" in summary and "blank.png" in summary  # the face-less photo is listed
         summary = client.predict([handle_file(str(mirrored))], None, "happy", api_name="/add_references")[0]
         assert "2 reference face(s)" in summary
-        note = client.predict("team-room", api_name="/build_adapter")[0]
+        key = "team-key-0123456789"
+        note = client.predict("team-room", key, api_name="/build_adapter")[0]
         assert "team-room" in note and "confused" in note
-        assert client.predict(api_name="/list_adapters") == ["team-room"]
-        result = client.predict(handle_file(str(ASTRONAUT)), adapter="team-room", api_name="/analyze")
+        assert client.predict(key, api_name="/list_adapters") == ["team-room"]
+        result = client.predict(handle_file(str(ASTRONAUT)), adapter="team-room", key=key, api_name="/analyze")
         assert set(result["faces"][0]["probabilities"]) == {*EMOTIONS, "confused"}
-        assert result["model"].endswith("+team-room")
+        assert result["model"].endswith("+team-room") and result["adapter"] == "team-room"
         with pytest.raises(Exception, match="no adapter named"):
-            client.predict(handle_file(str(ASTRONAUT)), adapter="nope", api_name="/analyze")
-        client.predict("team-room", api_name="/delete_adapter")
-        assert client.predict(api_name="/list_adapters") == []
+            client.predict(handle_file(str(ASTRONAUT)), adapter="nope", key=key, api_name="/analyze")
+        client.predict("team-room", key, api_name="/delete_adapter")
+        assert client.predict(key, api_name="/list_adapters") == []
     finally:
         app.close()
         shutil.rmtree(tmp_path / "adapters", ignore_errors=True)
@@ -270,3 +271,57 @@ def test_new_class_from_five_references_keeps_the_other_classes(base_without_sur
     # surprise in the toy's embedding (the gate loses ~0.15), and LoRA moves the backbone itself
     # (others 0.6-0.9 across seeds, chance 0.17).
     assert accuracy_after >= {"prototype": accuracy_before - 0.2, "head": accuracy_before - 0.1, "lora": 0.5}[method]
+
+
+def test_visitors_adapters_are_their_own(tmp_path):
+    """Two anonymous visitors: neither lists, uses, overwrites or deletes the other's adapter; the operator's
+    adapters are usable by all and changed by none; the shared key opens the operator's folder; quotas hold."""
+    from emotion_vit.service import VISITORS_DIR, AppSettings, EmotionService
+    from emotion_vit.webapp import build_app, launch
+    settings = AppSettings(model=str(save_small_model(tmp_path / "base")), adapters_dir=str(tmp_path / "adapters"),
+                           shared_key="teachers-shared-key-42", max_adapters_per_key=2, max_adapter_labels=2)
+    service = EmotionService(settings)
+    refs = References()
+    for i in range(2):
+        refs.add_image(np.asarray(pattern_face(3, 700 + i).convert("RGB")), "happy", f"h{i}", None)
+        refs.add_image(np.asarray(pattern_face(4, 800 + i).convert("RGB")), "sad", f"s{i}", None)
+    mirrored = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(ASTRONAUT)).save(mirrored)
+    alice, bob, shared = "alice-key-0123456789", "bob-key-0123456789ab", settings.shared_key
+    service.build_adapter(refs, "room", shared)  # the operator's, in adapters/room
+    assert (tmp_path / "adapters" / "room" / "emotion_adapter.json").is_file()
+    app = build_app(service)
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        first, second = (Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(2))
+        for client in (first, second):
+            client.predict([handle_file(str(ASTRONAUT))], None, "happy", api_name="/add_references")
+            client.predict([handle_file(str(mirrored))], None, "sad", api_name="/add_references")
+        first.predict("mine", alice, api_name="/build_adapter")
+        assert first.predict(alice, api_name="/list_adapters") == ["mine", "room"]
+        assert second.predict(bob, api_name="/list_adapters") == ["room"]  # not alice's
+        assert second.predict(api_name="/list_adapters") == ["room"]  # no key: the operator's only
+        with pytest.raises(Exception, match="no adapter named 'mine'"):
+            second.predict(handle_file(str(ASTRONAUT)), adapter="mine", key=bob, api_name="/analyze")
+        assert second.predict(handle_file(str(ASTRONAUT)), adapter="room", key=bob, api_name="/analyze")["faces"]
+        for victim in ("mine", "room"):  # bob deletes neither alice's nor the operator's
+            with pytest.raises(Exception, match="no adapter of yours"):
+                second.predict(victim, bob, api_name="/delete_adapter")
+        with pytest.raises(Exception, match="one of this server's adapters"):
+            second.predict("room", bob, api_name="/build_adapter")  # nor overwrites the operator's
+        second.predict("mine", bob, api_name="/build_adapter")  # the same name is bob's own adapter
+        assert len(list((tmp_path / "adapters" / VISITORS_DIR).iterdir())) == 2
+        assert first.predict(handle_file(str(ASTRONAUT)), adapter="mine", key=alice, api_name="/analyze")["faces"]
+        with pytest.raises(Exception, match="at least 16 characters"):
+            second.predict("short", api_name="/list_adapters")
+        second.predict("other", bob, api_name="/build_adapter")
+        with pytest.raises(Exception, match="at most 2 adapters per key"):
+            second.predict("third", bob, api_name="/build_adapter")
+        second.predict([handle_file(str(ASTRONAUT))], None, "fear", api_name="/add_references")
+        with pytest.raises(Exception, match="at most 2 labels"):
+            second.predict("other", bob, api_name="/build_adapter")
+        first.predict("room", shared, api_name="/delete_adapter")  # the shared key changes the operator's
+        assert first.predict(alice, api_name="/list_adapters") == ["mine"]
+    finally:
+        app.close()

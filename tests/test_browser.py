@@ -274,3 +274,25 @@ def test_photo_upload_and_analyze(browser, app_url, page, model_dir, tmp_path):
         any_label = re.compile("|".join(map(re.escape, labels)))
         sync_api.expect(labelled_block(photo_tab, "Per-face results")).to_contain_text(any_label)
         page.screenshot(path=str(SCREENSHOTS / "browser_photo.png"), full_page=True)
+
+
+def test_each_browser_keeps_its_own_adapter_key(browser, app_url, page, tmp_path):
+    """The Personalize tab holds a random adapter key per browser, kept across reloads; another browser
+    (a fresh context: no shared storage) gets another key."""
+    def shown_key(target) -> str:
+        tab = open_tab(target, "Personalize")
+        field = tab.get_by_label("Your adapter key")
+        sync_api.expect(field).to_have_value(re.compile(r"^[0-9a-f]{32}$"), timeout=30_000)
+        return field.input_value()
+
+    with screenshot_on_failure(page, tmp_path / "key_failure.png"):
+        page.goto(app_url)
+        first = shown_key(page)
+        page.reload()
+        assert shown_key(page) == first
+        other = browser.new_context().new_page()
+        try:
+            other.goto(app_url)
+            assert shown_key(other) != first
+        finally:
+            other.context.close()

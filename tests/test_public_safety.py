@@ -101,7 +101,7 @@ def test_the_api_refuses_server_paths_whether_or_not_they_exist(server):
                  lambda path: {"path": path, "meta": {"_type": "gradio.FileData"}}):  # the last one Gradio refuses
         messages = set()
         for path in SERVER_FILES:
-            answer = call_raw(server, fn_index, [form(path), "retinaface", 0.6, "none"])
+            answer = call_raw(server, fn_index, [form(path), "retinaface", 0.6, "none", ""])
             assert answer.get("success") is False, (path, answer)
             messages.add(json.dumps(answer["output"]).replace(os.path.abspath(path), "PATH"))
         assert len(messages) == 1, messages
