@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # FER2013 file names carry the original split; PublicTest is the validation set by convention.
 SPLIT_BY_PREFIX = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
-SPLIT_BY_USAGE = SPLIT_BY_PREFIX
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                  "val": "validation", "dev": "validation", "test": "test", "testing": "test",
                  "publictest": "validation", "privatetest": "test"}
@@ -154,7 +153,7 @@ def _from_fer_csv(path: Path, options: DataOptions) -> DatasetDict:
             continue
         images.append(_png_bytes(image))
         labels.append(canonical_label(emotion, where=f"{path} row {row + 2}"))
-        splits.append(SPLIT_BY_USAGE.get(str(usage), "train"))
+        splits.append(SPLIT_BY_PREFIX.get(str(usage), "train"))  # Usage values are the file-name prefixes
     _report_bad(bad, options)
     out = {}
     for split in ("train", "validation", "test"):

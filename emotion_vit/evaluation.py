@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -27,7 +28,7 @@ def evaluate_model(model: str | Path | EmotionModel, data: str, split: str = "va
     classes the data lacks (e.g. an added "confused") simply get no examples.
     """
     model = model if isinstance(model, EmotionModel) else load_emotion_model(model)
-    model.flip_tta = flip_tta
+    model = dataclasses.replace(model, flip_tta=flip_tta)  # the caller's model keeps its own setting
     dataset = load_emotion_dataset(data, options)
     if split not in dataset:
         raise ValueError(f"split {split!r} not in {data} (available: {', '.join(dataset)})")

@@ -12,7 +12,8 @@ logger = logging.getLogger(__name__)
 # What a hub model repo needs; checkpoints and optimizer states stay home.
 PUBLISHED_FILES = ["*.safetensors", "*.json", "README.md", "*.png"]
 MODEL_FILES = ("config.json", "model.safetensors")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# Every adapter (prototype gates, LoRA, head) has its metadata and weights; only peft's have adapter_config.json.
+ADAPTER_FILES = ("emotion_adapter.json", "adapter_model.safetensors")
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,

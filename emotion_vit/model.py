@@ -118,7 +118,7 @@ def load_emotion_model(name_or_path: str | Path) -> EmotionModel:
     model.eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     return EmotionModel(model=model, preprocessing=Preprocessing.from_processor(processor), labels=labels,
-                        name=name, sha256=weights_sha256(local) if local.exists() else _hub_revision(model))
+                        name=name, sha256=weights_sha256(local) if local.exists() else hub_weights_id(model))
 
 
 def weights_sha256(model_dir: Path) -> str:
@@ -130,5 +130,14 @@ def weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _hub_revision(model: nn.Module) -> str:
-    return json.dumps(getattr(model.config, "_commit_hash", None))
+def hub_weights_id(model: nn.Module) -> str:
+    """What identifies a hub model's weights: its commit hash, else (a revision not recorded) a sha256 of
+    the weights themselves, never one shared value for every such model."""
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return json.dumps(commit)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -42,6 +42,3 @@ class MoodTimeline:
             when = pd.Timestamp(start + index * bin_s, unit="s", tz="UTC").tz_localize(None)
             rows += [(when, label, counts.get(label, 0) / total) for label in self.labels]
         return pd.DataFrame(rows, columns=columns)
-
-    def clear(self) -> None:
-        self.frames.clear()

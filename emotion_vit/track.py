@@ -93,7 +93,3 @@ class FaceTracker:
         shift = np.hypot((box[0] + box[2] - previous[0] - previous[2]) / 2,
                          (box[1] + box[3] - previous[1] - previous[3]) / 2) / size
         return self.min_iou * (1 - shift / self.max_shift) * 0.5 if shift < self.max_shift else 0.0
-
-    def reset(self) -> None:
-        self.tracks.clear()
-        self.next_id = 1

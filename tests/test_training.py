@@ -81,6 +81,26 @@ def test_evaluation_function_and_command(trained, learnable_zip):
     assert missing.returncode != 0 and "split 'test' not in" in missing.stderr
 
 
+def test_evaluation_leaves_the_callers_model_as_it_was(trained, learnable_zip):
+    from emotion_vit.model import load_emotion_model
+    model = load_emotion_model(trained[0])
+    with_tta = evaluate_model(model, str(learnable_zip), split="validation", flip_tta=True)
+    assert with_tta["flip_tta"] is True and model.flip_tta is False  # the app's setting is not the caller's
+    model.flip_tta = True
+    assert evaluate_model(model, str(learnable_zip), split="validation")["flip_tta"] is False and model.flip_tta
+
+
+def test_hub_models_without_a_revision_are_told_apart_by_their_weights():
+    from emotion_vit.model import build_model, hub_weights_id
+    config = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+              "patch_size": 8}
+    first, second = (build_model(model_type="vit", model_config=config) for _ in range(2))
+    assert hub_weights_id(first) != hub_weights_id(second)  # two random inits: never one shared "null"
+    assert len(hub_weights_id(first)) == 64 and hub_weights_id(first) == hub_weights_id(first)
+    first.config._commit_hash = "abc123"
+    assert hub_weights_id(first) == '"abc123"'
+
+
 def test_recipe_values_and_command_line_overrides(tmp_path):
     model_args, data_args, training_args, recipe = parse_training_args(
         ["--config", TINY, "--learning-rate", "5e-4", "--data", "x.zip", "--exclude_labels", "surprise"])
@@ -157,6 +177,14 @@ def test_push_to_hub_uploads_the_finished_folder(trained, monkeypatch):
     assert training_args.push_to_hub and training_args.hub_model_id == "someone/emotion-vit-test"
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         push_folder(output_dir / "eval_results.json", "someone/x")
+    # An adapter of the default method (prototype gates: no peft adapter_config.json) is pushed too.
+    adapter = output_dir.parent / "gates"
+    adapter.mkdir(exist_ok=True)
+    (adapter / "emotion_adapter.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    calls.clear()
+    push_folder(adapter, "someone/gates")
+    assert calls["upload"]["folder_path"] == str(adapter)
 
 
 def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path):
