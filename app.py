@@ -36,8 +36,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smoothing", type=float, default=defaults.smoothing,
                         help="Live: weight of past frames in each face's probabilities (0: none).")
     parser.add_argument("--align", action="store_true", help="Rotate face crops so the eyes are level.")
-    parser.add_argument("--no-flip-tta", dest="flip_tta", action="store_false",
-                        help="Classify each face once, not also mirrored (half the classifier time, ~1.8 points less accurate).")
+    parser.add_argument(
+        "--no-flip-tta",
+        dest="flip_tta",
+        action="store_false",
+        help="Classify each face once, not also mirrored (half the classifier time, ~1.8 points less accurate).",
+    )
     parser.add_argument("--stream-every", type=float, default=defaults.stream_every,
                         help="Seconds between webcam frames sent for analysis.")
     parser.add_argument("--stream-time-limit", type=int, help="Seconds a live stream may run (default: no limit).")
@@ -52,11 +56,20 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     args = parse_args()
     set_inference_threads(args.threads)
-    settings = AppSettings(model=args.model, detector=args.detector, yunet_model=args.yunet_model,
-                           score_threshold=args.score_threshold, min_face_size=args.min_face_size,
-                           max_side=args.max_side, photo_max_side=args.photo_max_side, smoothing=args.smoothing, align=args.align,
-                           flip_tta=args.flip_tta,
-                           stream_every=args.stream_every, stream_time_limit=args.stream_time_limit)
+    settings = AppSettings(
+        model=args.model,
+        detector=args.detector,
+        yunet_model=args.yunet_model,
+        score_threshold=args.score_threshold,
+        min_face_size=args.min_face_size,
+        max_side=args.max_side,
+        photo_max_side=args.photo_max_side,
+        smoothing=args.smoothing,
+        align=args.align,
+        flip_tta=args.flip_tta,
+        stream_every=args.stream_every,
+        stream_time_limit=args.stream_time_limit,
+    )
     launch(build_app(EmotionService(settings)), args.host, args.port, share=args.share, max_file_mb=args.max_file_mb,
            queue_size=args.queue_size)
 

@@ -20,8 +20,13 @@ from emotion_vit.evaluation import evaluate_model, format_results
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    commands = {"evaluate": evaluate_command, "evaluate-frames": evaluate_frames_command, "adapt": adapt_command, "push": push_command,
-                "feature-stats": feature_stats_command}
+    commands = {
+        "evaluate": evaluate_command,
+        "evaluate-frames": evaluate_frames_command,
+        "adapt": adapt_command,
+        "push": push_command,
+        "feature-stats": feature_stats_command,
+    }
     if argv and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     from emotion_vit.training import train
@@ -33,7 +38,9 @@ def evaluate_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="train.py evaluate", description="Score a model on a split of a data source.")
     parser.add_argument("--model", required=True, help="Model folder or hub id.")
     parser.add_argument("--data", required=True, help="Image-folder tree or archive, fer2013.csv, or hub data set.")
-    parser.add_argument("--split", default="validation", help="train, validation (FER2013 PublicTest) or test (PrivateTest).")
+    parser.add_argument(
+        "--split", default="validation", help="train, validation (FER2013 PublicTest) or test (PrivateTest)."
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
@@ -45,8 +52,14 @@ def evaluate_command(argv: list[str]) -> None:
 
 
 def evaluate_frames_command(argv: list[str]) -> None:
-    from emotion_vit.frame_evaluation import (MATCH_MODES, evaluate_frames, format_frame_results, is_photo_folder,
-                                              photo_folder_frames, placed_frames)
+    from emotion_vit.frame_evaluation import (
+        MATCH_MODES,
+        evaluate_frames,
+        format_frame_results,
+        is_photo_folder,
+        photo_folder_frames,
+        placed_frames,
+    )
     from emotion_vit.frames import FrameOptions
     from emotion_vit.service import AppSettings, EmotionService
 
@@ -85,8 +98,15 @@ def evaluate_frames_command(argv: list[str]) -> None:
 
 
 def adapt_command(argv: list[str]) -> None:
-    from emotion_vit.adapt import (METHODS, AdaptError, AdaptOptions, adapter_size_bytes, build_adapter,
-                                   load_references, save_adapter)
+    from emotion_vit.adapt import (
+        METHODS,
+        AdaptError,
+        AdaptOptions,
+        adapter_size_bytes,
+        build_adapter,
+        load_references,
+        save_adapter,
+    )
     from emotion_vit.detect import create_detector
     from emotion_vit.model import load_emotion_model
 
@@ -121,7 +141,10 @@ def adapt_command(argv: list[str]) -> None:
     print(f"adapter {args.name!r} ({args.method}): labels {metadata['labels']}, {metadata['training_steps']} steps "
           f"in {metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
     for label, gate in metadata.get("gates", {}).items():
-        print(f"  {label}: gate threshold {gate['threshold']}, {gate['references_passing']:.0%} of the reference views pass")
+        print(
+            f"  {label}: gate threshold {gate['threshold']}, "
+            f"{gate['references_passing']:.0%} of the reference views pass"
+        )
 
 
 def feature_stats_command(argv: list[str]) -> None:

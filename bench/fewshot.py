@@ -69,7 +69,9 @@ def mean_std(values: list[float], percent: bool = True) -> str:
 def new_class(args, test_faces, test_labels, test_names, train_faces, train_labels, train_names) -> list[dict]:
     base = load_emotion_model(args.heldout_base)
     if args.heldout in base.labels:
-        raise SystemExit(f"{args.heldout_base} already has {args.heldout!r}: train it with --exclude_labels {args.heldout}")
+        raise SystemExit(
+            f"{args.heldout_base} already has {args.heldout!r}: train it with --exclude_labels {args.heldout}"
+        )
     held = test_names.index(args.heldout)
     others = test_labels != held
     truth = np.array([test_names[i] for i in test_labels])
@@ -82,7 +84,9 @@ def new_class(args, test_faces, test_labels, test_names, train_faces, train_labe
             recalls, other_accs, seconds, sizes = [], [], [], []
             for draw in range(args.draws):
                 rng = np.random.default_rng(1000 * k + draw)
-                refs = references(train_faces, train_labels, train_names, {args.heldout: rng.choice(pool, k, replace=False)})
+                refs = references(
+                    train_faces, train_labels, train_names, {args.heldout: rng.choice(pool, k, replace=False)}
+                )
                 adapted, secs, size = adapt(base, refs, method, seed=draw)
                 predicted = np.array(adapted.labels)[predict(adapted, test_faces)]
                 recalls.append(float(np.mean(predicted[~others] == args.heldout)))
@@ -128,8 +132,12 @@ def weak_classes(args, test_faces, test_labels, test_names) -> list[dict]:
                 rows.append({"experiment": f"weak class {label}", "method": method, "k": k,
                              "recall_before": recall_before, "recall_after": recalls,
                              "accuracy_before": acc_before, "accuracy_after": accs, "seconds": seconds})
-                print(f"[weak class] {method:9s} {label:8s} k={k:2d}: recall {recall_before:.1%} -> {mean_std(recalls)}%, "
-                      f"accuracy {acc_before:.1%} -> {mean_std(accs)}%, {np.mean(seconds):.1f} s", flush=True)
+                print(
+                    f"[weak class] {method:9s} {label:8s} k={k:2d}: "
+                    f"recall {recall_before:.1%} -> {mean_std(recalls)}%, "
+                    f"accuracy {acc_before:.1%} -> {mean_std(accs)}%, {np.mean(seconds):.1f} s",
+                    flush=True,
+                )
     return rows
 
 
@@ -145,7 +153,9 @@ def wall_time(args, train_faces, train_labels, train_names) -> list[dict]:
             _, secs, size = adapt(base, references(train_faces, train_labels, train_names, picks), method, seed=draw)
             seconds.append(secs)
             sizes.append(size)
-        rows.append({"experiment": "7 labels x 5 references", "method": method, "seconds": seconds, "adapter_bytes": sizes})
+        rows.append(
+            {"experiment": "7 labels x 5 references", "method": method, "seconds": seconds, "adapter_bytes": sizes}
+        )
         print(f"[wall time] {method:9s} 7x5 references: {np.mean(seconds):.1f} ± {np.std(seconds):.1f} s, "
               f"adapter {np.mean(sizes) / 1024:.0f} KiB", flush=True)
     return rows

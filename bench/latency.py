@@ -132,7 +132,10 @@ def grid_frame(count: int, source: np.ndarray, boxes: list[Box], source_name: st
         center = ((x1 + x2) / 2, (y1 + y2) / 2)
         patch, x0, y0, scale = crop_scaled(source, center, (window_w, window_h), (cell_w, cell_h))
         row, column = divmod(index, columns)
-        ox, oy = column * cell_w + (FRAME_WIDTH - columns * cell_w) // 2, row * cell_h + (FRAME_HEIGHT - rows * cell_h) // 2
+        ox, oy = (
+            column * cell_w + (FRAME_WIDTH - columns * cell_w) // 2,
+            row * cell_h + (FRAME_HEIGHT - rows * cell_h) // 2,
+        )
         image[oy:oy + cell_h, ox:ox + cell_w] = patch
         faces.append((ox + (x1 - x0) * scale, oy + (y1 - y0) * scale, ox + (x2 - x0) * scale, oy + (y2 - y0) * scale))
     return Frame(f"{count} faces", image, faces, source_name)
@@ -241,7 +244,7 @@ def time_ours(model: EmotionModel, backend: str, detector_factory, frames: list[
                 row = Row(frame.name, backend, setting, len(frame.faces), matched, extra,
                           app_setting=(side == live_side and batched))
                 configs.append((row, pipeline, options, tracker))
-        for row, pipeline, options, tracker in configs:
+        for _row, pipeline, options, tracker in configs:
             for _ in range(warmup):
                 pipeline.analyze(frame.image, tracker=tracker, detector_options=options)
         for _ in range(repeats_for(len(frame.faces), repeats)):
@@ -431,22 +434,29 @@ def main() -> None:
     order = {frame.name: index for index, frame in enumerate(frames)}
     all_rows = sorted(rows + fer_rows, key=lambda row: order[row.frame])  # stable: ours, then fer, per frame
 
-    print(f"\nMachine: {machine['cpu']}, {machine['logical_cores']} logical cores ({machine['usable_cores']} usable); "
-          f"load average {machine['load_average_1_5_15'][0]} at start, {load_after[0]} at end"
-          f"{' -- BUSY MACHINE: timings distorted' if max(machine['load_average_1_5_15'][0], load_after[0]) > 0.5 else ''}")
+    print(
+        f"\nMachine: {machine['cpu']}, {machine['logical_cores']} logical cores ({machine['usable_cores']} usable); "
+        f"load average {machine['load_average_1_5_15'][0]} at start, {load_after[0]} at end"
+        + (" -- BUSY MACHINE: timings distorted"
+           if max(machine["load_average_1_5_15"][0], load_after[0]) > 0.5 else "")
+    )
     print(f"Software: Python {machine['python']}, torch {machine['torch']} ({threads} threads), transformers "
           f"{machine['transformers']}, onnxruntime {machine['onnxruntime']}, OpenCV {machine['opencv']}, "
           f"numpy {machine['numpy']}")
     if fer_info:
         versions = fer_info["versions"]
-        print(f"fer: {versions['fer']} in its own venv: TensorFlow {versions['tensorflow']} (Keras {versions['keras']}), "
-              f"OpenCV {versions['opencv']}, numpy {versions['numpy']}; {fer_info['settings']['fer']}; "
-              f"TF intra-op / TFLite / OpenCV threads {fer_info['settings']['threads']}, TF inter-op 1")
+        print(
+            f"fer: {versions['fer']} in its own venv: TensorFlow {versions['tensorflow']} (Keras {versions['keras']}), "
+            f"OpenCV {versions['opencv']}, numpy {versions['numpy']}; {fer_info['settings']['fer']}; "
+            f"TF intra-op / TFLite / OpenCV threads {fer_info['settings']['threads']}, TF inter-op 1"
+        )
     print(f"Model: {model_text}")
     print(f"Pipeline: as the app's live view ({settings_origin}): score_threshold {settings['score_threshold']}, "
           f"min_face_size {settings['min_face_size']}, crop {settings['geometry']}, align {settings['align']}, "
           f"flip TTA {settings['flip_tta']}, FaceTracker; detector threads {threads}; app setting in bold")
-    print(f"Frames: {FRAME_WIDTH}x{FRAME_HEIGHT} RGB; " + "; ".join(f"{frame.name}: {frame.source}" for frame in frames))
+    print(
+        f"Frames: {FRAME_WIDTH}x{FRAME_HEIGHT} RGB; " + "; ".join(f"{frame.name}: {frame.source}" for frame in frames)
+    )
     print("Timed frames per setting: " + ", ".join(f"{frame.name} {repeats_for(len(frame.faces), args.repeats)}"
                                                    for frame in frames)
           + f", after {args.warmup} warm-up frames; {elapsed:.0f} s in all")

@@ -61,10 +61,15 @@ def measure(recipe: str, dataset, steps: int, eval_images: int) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate, compute_loss_func=loss)
         trained = trainer.train().metrics
         evaluated = trainer.evaluate(validation)
-        return {"recipe": Path(recipe).name, "model": f"{model_args.model_type}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-                f"{model_args.image_size} px", "weights": source, "batch": args.per_device_train_batch_size,
-                "train_images_per_s": trained["train_samples_per_second"],
-                "eval_images_per_s": evaluated["eval_samples_per_second"]}
+        return {
+            "recipe": Path(recipe).name,
+            "model": f"{model_args.model_type}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+            f"{model_args.image_size} px",
+            "weights": source,
+            "batch": args.per_device_train_batch_size,
+            "train_images_per_s": trained["train_samples_per_second"],
+            "eval_images_per_s": evaluated["eval_samples_per_second"],
+        }
 
 
 def args_bf16() -> bool:

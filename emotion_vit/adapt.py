@@ -35,10 +35,10 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -130,7 +130,7 @@ def label_name(folder: str) -> str:
     except UnknownLabelError:
         name = re.sub(r"[^a-z0-9_-]+", "_", folder.strip().lower()).strip("_")
         if not name:
-            raise AdaptError(f"label folder {folder!r} has no usable name")
+            raise AdaptError(f"label folder {folder!r} has no usable name") from None
         return name
 
 
@@ -219,7 +219,9 @@ class FeatureReplay:
     def __init__(self, stats: dict[str, torch.Tensor]):
         covariance = stats["covariance"].double()
         ridge = 1e-3 * covariance.diagonal().mean()
-        self.cholesky = torch.linalg.cholesky(covariance + ridge * torch.eye(len(covariance), dtype=torch.double)).float()
+        self.cholesky = torch.linalg.cholesky(
+            covariance + ridge * torch.eye(len(covariance), dtype=torch.double)
+        ).float()
         self.means = stats["means"].float()
         self.present = torch.nonzero(stats["counts"] > 0).flatten()
 
@@ -342,7 +344,7 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
         "references_per_label": refs.counts(), "base_model": base.name, "base_model_sha256": base.sha256,
         "method": options.method, "options": asdict(options), "feature_replay": replay is not None,
         "training_steps": steps_done, **details, "seconds": round(time.perf_counter() - started, 2),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "skipped_references": refs.skipped,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "skipped_references": refs.skipped,
     }
     progress(1.0, f"adapter {name!r} ready ({metadata['seconds']:.0f} s)")
     return adapted, metadata
@@ -426,8 +428,10 @@ def _build_gates(model: nn.Module, base: EmotionModel, refs: References, labels:
         prototypes.append(prototype)
         thresholds.append(threshold)
         temperatures.append(temperature)
-        calibration[label] = {"threshold": round(float(threshold), 4),
-                              "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3)}
+        calibration[label] = {
+            "threshold": round(float(threshold), 4),
+            "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3),
+        }
     model.classifier = PrototypeGate(model.classifier, len(labels), torch.stack(prototypes), torch.stack(thresholds),
                                      torch.stack(temperatures), torch.tensor([labels.index(x) for x in referenced]))
     set_labels(model, labels)

@@ -92,7 +92,9 @@ def _from_image_folder(folder: Path, options: DataOptions, shown_as: str) -> Dat
     rows: list[tuple[str, str, str]] = []  # (path, folder split, canonical label)
     for split_name, split in loaded.items():
         folder_names = split.features["label"].names
-        canonical = {i: canonical_label(n, where=f"{shown_as} (label folder {n!r})") for i, n in enumerate(folder_names)}
+        canonical = {
+            i: canonical_label(n, where=f"{shown_as} (label folder {n!r})") for i, n in enumerate(folder_names)
+        }
         paths = [item["path"] for item in split.cast_column("image", Image(decode=False))["image"]]
         rows += [(p, split_name, canonical[i]) for p, i in zip(paths, split["label"])]
     stems = [Path(p).name.split("_", 1)[0] for p, _, _ in rows]
@@ -252,7 +254,9 @@ def _carve_validation(train: Dataset, options: DataOptions) -> tuple[Dataset, Da
         logger.warning("a class has fewer than 2 images: validation split is random, not stratified")
     carved = train.train_test_split(test_size=size, seed=options.seed,
                                     stratify_by_column="label" if stratify else None)
-    logger.info("made a %svalidation split of %d images (seed %d)", "stratified " if stratify else "", size, options.seed)
+    logger.info(
+        "made a %svalidation split of %d images (seed %d)", "stratified " if stratify else "", size, options.seed
+    )
     return carved["train"], carved["test"]
 
 

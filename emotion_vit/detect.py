@@ -163,7 +163,9 @@ class FaceDetector(ABC):
         return faces
 
     @abstractmethod
-    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(
+        self, image: np.ndarray, options: DetectorOptions
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Detect in an already resized HxWx3 uint8 RGB image.
 
         Returns boxes (N, 4) x1, y1, x2, y2; scores (N,); landmarks (N, 5, 2) or None; all in `image`'s
@@ -209,7 +211,9 @@ class RetinaFaceDetector(FaceDetector):
         self.session = ort.InferenceSession(model, session_options, providers=["CPUExecutionProvider"])
         self._input_name = self.session.get_inputs()[0].name
 
-    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(
+        self, image: np.ndarray, options: DetectorOptions
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         height, width = image.shape[:2]
         blob = retinaface_preprocess(image)  # (1, 3, H, W) float32: RGB -> BGR, minus the training mean
         loc, conf, points = self.session.run(None, {self._input_name: blob})
@@ -264,7 +268,9 @@ class YuNetDetector(FaceDetector):
         # FaceDetectorYN keeps per-call state (input size, thresholds); serialise callers such as Gradio workers.
         self._lock = threading.Lock()
 
-    def _detect_resized(self, image: np.ndarray, options: DetectorOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _detect_resized(
+        self, image: np.ndarray, options: DetectorOptions
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         height, width = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         with self._lock:

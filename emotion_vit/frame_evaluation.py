@@ -76,8 +76,13 @@ def photo_folder_frames(folder: str | Path, skipped: list[str] | None = None) ->
     return frames
 
 
-def placed_frames(data: str, split: str = "validation", options: FrameOptions | None = None,
-                  limit: int | None = None, data_options: DataOptions | None = None) -> tuple[int, Iterator[LabelledFrame]]:
+def placed_frames(
+    data: str,
+    split: str = "validation",
+    options: FrameOptions | None = None,
+    limit: int | None = None,
+    data_options: DataOptions | None = None,
+) -> tuple[int, Iterator[LabelledFrame]]:
     """The faces of `data[split]` (the first `limit`, after a seeded shuffle when limited), each in a frame."""
     options = options or FrameOptions()
     dataset = load_emotion_dataset(data, data_options)
@@ -142,10 +147,15 @@ def _scored_face(faces: list, item: LabelledFrame, match: str):
 
 def format_frame_results(results: dict) -> str:
     tta = ", flip TTA" if results.get("flip_tta") else ""
-    lines = [f"{results['data']}: {results['num_examples']} frames, {results['detector']}, "
-             f"face picked by {results['match']}{tta}",
-             f"  accuracy           {results['accuracy']:.2%}", f"  macro-F1           {results['macro_f1']:.4f}",
-             f"  faces missed       {results['faces_missed']} ({results['faces_missed'] / max(results['num_examples'], 1):.1%})",
-             f"  accuracy on found  {results['accuracy_on_found']:.2%}", "  recall per class:"]
+    lines = [
+        f"{results['data']}: {results['num_examples']} frames, {results['detector']}, "
+        f"face picked by {results['match']}{tta}",
+        f"  accuracy           {results['accuracy']:.2%}",
+        f"  macro-F1           {results['macro_f1']:.4f}",
+        f"  faces missed       {results['faces_missed']} "
+        f"({results['faces_missed'] / max(results['num_examples'], 1):.1%})",
+        f"  accuracy on found  {results['accuracy_on_found']:.2%}",
+        "  recall per class:",
+    ]
     lines += [f"    {name:<10} {value:.2%}" for name, value in results["recall"].items()]
     return "\n".join(lines)

@@ -78,7 +78,7 @@ def place_face(face: np.ndarray, rng: np.random.Generator, options: FrameOptions
 def placed_faces(faces: Sequence, options: FrameOptions) -> Iterator[PlacedFace]:
     """Each face of `faces` (images or arrays) in its own frame; backgrounds drawn from the other faces."""
     rng = np.random.default_rng(options.seed)
-    for index, face in enumerate(faces):
+    for face in faces:
         other = faces[int(rng.integers(0, len(faces)))] if len(faces) > 1 else None
         yield place_face(np.asarray(face), rng, options, None if other is None else np.asarray(other))
 

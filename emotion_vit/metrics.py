@@ -54,7 +54,9 @@ def flat_metrics(results: dict) -> dict[str, float]:
     return flat
 
 
-def save_confusion_matrix(results: dict, labels: list[str], out_dir: str | Path, stem: str = "confusion_matrix") -> list[Path]:
+def save_confusion_matrix(
+    results: dict, labels: list[str], out_dir: str | Path, stem: str = "confusion_matrix"
+) -> list[Path]:
     """Write the confusion matrix as JSON (counts) and PNG (row-normalised: recall on the diagonal)."""
     import matplotlib
     matplotlib.use("Agg")

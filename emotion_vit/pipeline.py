@@ -94,10 +94,14 @@ class EmotionPipeline:
 
     def _result(self, face: Face, probabilities: np.ndarray, track_id: int | None) -> FaceEmotion:
         labels = self.model.labels
-        return FaceEmotion(box=face.box, score=face.score, label=labels[int(np.argmax(probabilities))],
-                           probabilities={name: float(p) for name, p in zip(labels, probabilities)},
-                           track_id=track_id,
-                           landmarks=np.round(face.landmarks.astype(float), 1).tolist() if face.landmarks is not None else None)
+        return FaceEmotion(
+            box=face.box,
+            score=face.score,
+            label=labels[int(np.argmax(probabilities))],
+            probabilities={name: float(p) for name, p in zip(labels, probabilities)},
+            track_id=track_id,
+            landmarks=np.round(face.landmarks.astype(float), 1).tolist() if face.landmarks is not None else None,
+        )
 
 
 def set_inference_threads(threads: int | None = None) -> int:

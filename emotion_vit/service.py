@@ -174,10 +174,14 @@ class EmotionService:
     def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None,
                  key: str | None = None) -> dict:
         """The JSON answer of /analyze."""
-        return {"faces": [face.to_dict() for face in analysis.faces],
-                "model": public_name(self.model_for(adapter, key).name), "adapter": adapter or NO_ADAPTER, "detector": detector or self.settings.detector,
-                "image": {"width": analysis.width, "height": analysis.height},
-                "timings_ms": analysis.timings_ms}
+        return {
+            "faces": [face.to_dict() for face in analysis.faces],
+            "model": public_name(self.model_for(adapter, key).name),
+            "adapter": adapter or NO_ADAPTER,
+            "detector": detector or self.settings.detector,
+            "image": {"width": analysis.width, "height": analysis.height},
+            "timings_ms": analysis.timings_ms,
+        }
 
 
 def public_name(model_name: str) -> str:

@@ -27,8 +27,14 @@ from .data import DataOptions, describe, load_emotion_dataset
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import build_image_processor, build_model, fold_grayscale_into_model
-from .transforms import (BatchMixer, DetectorFraming, Preprocessing, eval_transform, train_transform,
-                         training_augmentation)
+from .transforms import (
+    BatchMixer,
+    DetectorFraming,
+    Preprocessing,
+    eval_transform,
+    train_transform,
+    training_augmentation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +43,36 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     """Which model to train: a checkpoint to fine-tune, or a new one built from a config."""
 
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "Hub id or local folder of an image classifier to fine-tune; unset: build a new model from model_type/model_config."})
-    model_type: str = field(default="vit", metadata={"help": "transformers model type for a new model (vit, pvt_v2, deit, ...)."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of an image classifier to fine-tune; "
+            "unset: build a new model from model_type/model_config."
+        },
+    )
+    model_type: str = field(
+        default="vit", metadata={"help": "transformers model type for a new model (vit, pvt_v2, deit, ...)."}
+    )
     model_config: dict | str | None = field(default=None, metadata={
         "help": "Config values for a new model (JSON object), e.g. {\"hidden_size\": 192, \"num_hidden_layers\": 6}."})
-    image_size: int = field(default=48, metadata={"help": "Input resolution; faces are resized to image_size x image_size."})
+    image_size: int = field(
+        default=48, metadata={"help": "Input resolution; faces are resized to image_size x image_size."}
+    )
     image_mean: float = field(default=0.5, metadata={"help": "Normalisation mean (same for all channels)."})
     image_std: float = field(default=0.5, metadata={"help": "Normalisation std (same for all channels)."})
     teacher_model: str | None = field(default=None, metadata={
         "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style."})
-    distillation: str = field(default="hard", metadata={
-        "help": "hard: learn the teacher's top class (DeiT's better variant); soft: its temperature-scaled probabilities.",
-        "choices": ["hard", "soft"]})
-    distillation_alpha: float = field(default=0.5, metadata={"help": "Weight of the distillation term (the rest: the labels)."})
+    distillation: str = field(
+        default="hard",
+        metadata={
+            "help": "hard: learn the teacher's top class (DeiT's better variant); "
+            "soft: its temperature-scaled probabilities.",
+            "choices": ["hard", "soft"],
+        },
+    )
+    distillation_alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the distillation term (the rest: the labels)."}
+    )
     distillation_temperature: float = field(default=2.0, metadata={"help": "Temperature of soft distillation."})
 
     def __post_init__(self):
@@ -68,12 +90,24 @@ class DataArguments:
     image_column: str | None = field(default=None, metadata={"help": "Hub data sets: the image column."})
     label_column: str | None = field(default=None, metadata={"help": "Hub data sets: the label column."})
     hub_config: str | None = field(default=None, metadata={"help": "Hub data sets: the configuration name."})
-    skip_bad_images: bool = field(default=False, metadata={"help": "Skip and count unreadable images instead of stopping."})
-    validation_fraction: float = field(default=0.1, metadata={"help": "Stratified validation share when the source has no validation split."})
-    exclude_labels: list[str] = field(default_factory=list, metadata={"help": "Classes to leave out (held-out-class studies)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images (quick runs)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation images (quick runs)."})
-    augmentation_strength: float = field(default=1.0, metadata={"help": "Scales the augmentation ranges; 0 turns augmentation off."})
+    skip_bad_images: bool = field(
+        default=False, metadata={"help": "Skip and count unreadable images instead of stopping."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Stratified validation share when the source has no validation split."}
+    )
+    exclude_labels: list[str] = field(
+        default_factory=list, metadata={"help": "Classes to leave out (held-out-class studies)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training images (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many validation images (quick runs)."}
+    )
+    augmentation_strength: float = field(
+        default=1.0, metadata={"help": "Scales the augmentation ranges; 0 turns augmentation off."}
+    )
     mix_prob: float = field(default=0.0, metadata={"help": "Probability that a batch is mixed by MixUp or CutMix."})
     detector_framing: str | None = field(default=None, metadata={
         "help": "A crop-geometry fit (bench/crop_geometry.py --output): re-frame training faces with its measured "
@@ -178,7 +212,10 @@ class EmotionTrainer(Trainer):
 
     @staticmethod
     def _reload_weights(checkpoint: str, model) -> bool:
-        if not isinstance(model, transformers.PreTrainedModel) or not (Path(checkpoint) / "model.safetensors").is_file():
+        if (
+            not isinstance(model, transformers.PreTrainedModel)
+            or not (Path(checkpoint) / "model.safetensors").is_file()
+        ):
             return False  # adapters, sharded or distributed checkpoints: the Trainer's own path
         saved = type(model).from_pretrained(checkpoint, config=model.config)
         model.load_state_dict(saved.state_dict(), strict=True)
@@ -278,7 +315,9 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
         if split in dataset:
             prediction = trainer.predict(dataset[split], metric_key_prefix=split)
             metric = EmotionMetrics(labels=labels)
-            results[split] = metric.compute(predictions=prediction.predictions.argmax(-1), references=prediction.label_ids)
+            results[split] = metric.compute(
+                predictions=prediction.predictions.argmax(-1), references=prediction.label_ids
+            )
             if trainer.is_world_process_zero():
                 save_confusion_matrix(results[split], labels, output_dir, stem=f"confusion_matrix_{split}")
             logger.info("%s: %s", split, json.dumps(flat_metrics(results[split])))

@@ -178,6 +178,8 @@ class BatchMixer:
             box_h, box_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
             top, left = np.random.randint(0, height - box_h + 1), np.random.randint(0, width - box_w + 1)
             pixel_values = pixel_values.clone()
-            pixel_values[..., top:top + box_h, left:left + box_w] = pixel_values[partner][..., top:top + box_h, left:left + box_w]
+            pixel_values[..., top : top + box_h, left : left + box_w] = pixel_values[partner][
+                ..., top : top + box_h, left : left + box_w
+            ]
             lam = 1 - box_h * box_w / (height * width)
         return pixel_values, lam * targets + (1 - lam) * targets[partner]

@@ -129,8 +129,13 @@ def build_app(service: EmotionService) -> gr.Blocks:
         return draw_faces(image, analysis.faces), service.describe(analysis, detector, adapter, key), note
 
     # --- API ---
-    def analyze(image: gr.FileData, detector: str = settings.detector, score_threshold: float = settings.score_threshold,
-                adapter: str = NO_ADAPTER, key: str = "") -> dict:
+    def analyze(
+        image: gr.FileData,
+        detector: str = settings.detector,
+        score_threshold: float = settings.score_threshold,
+        adapter: str = NO_ADAPTER,
+        key: str = "",
+    ) -> dict:
         """Find every face in an image and classify its emotion.
 
         Args:
@@ -182,7 +187,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
     def clear_references():
         return References(), reference_summary(References())
 
-    def build(name: str, refs: References | None, key: str, progress=gr.Progress()):
+    def build(name: str, refs: References | None, key: str, progress=gr.Progress()):  # noqa: B008 (Gradio)
         if refs is None or not refs.crops:
             raise refuse("Add reference faces first.")
         try:
@@ -256,7 +261,9 @@ def build_app(service: EmotionService) -> gr.Blocks:
                           [annotated, largest, table, mood, session], stream_every=settings.stream_every,
                           time_limit=settings.stream_time_limit, show_progress="hidden",
                           api_visibility="undocumented", concurrency_id=INFERENCE)
-            reset.click(reset_live, [adapter, key], [annotated, largest, table, mood, session], api_visibility="private")
+            reset.click(
+                reset_live, [adapter, key], [annotated, largest, table, mood, session], api_visibility="private"
+            )
         with gr.Tab("Photo"):
             with gr.Row():
                 photo = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="Photo")
@@ -287,7 +294,9 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 build_button = gr.Button("Build adapter", variant="primary")
             build_note = gr.Markdown()
             with gr.Row():
-                existing = gr.Dropdown([], label="Your adapters", value=None, allow_custom_value=True)  # the service checks
+                existing = gr.Dropdown(
+                    [], label="Your adapters", value=None, allow_custom_value=True
+                )  # the service checks
                 delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
             key.render()
             add_button.click(add_references, [ref_files, ref_capture, ref_label, refs],

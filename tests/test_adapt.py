@@ -35,8 +35,16 @@ QUICK = AdaptOptions(steps=6, batch_size=8)
 
 def save_small_model(folder, seed: int = 0):
     torch.manual_seed(seed)
-    build_model(model_type="vit", model_config={"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
-                                                "num_attention_heads": 2, "intermediate_size": 64}).save_pretrained(folder)
+    build_model(
+        model_type="vit",
+        model_config={
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+    ).save_pretrained(folder)
     build_image_processor(48).save_pretrained(folder)
     return folder
 
@@ -60,7 +68,9 @@ def test_round_trip_gives_identical_outputs(base, tmp_path, method):
     refs = pattern_refs({"happy": 2, "sad": 1})
     model, metadata = build_adapter(base, refs, "room", replace(QUICK, method=method))
     folder = save_adapter(model, metadata, tmp_path / "room")
-    files = {"adapter_model.safetensors", "emotion_adapter.json"} | ({"adapter_config.json"} if method != "prototype" else set())
+    files = {"adapter_model.safetensors", "emotion_adapter.json"} | (
+        {"adapter_config.json"} if method != "prototype" else set()
+    )
     assert {p.name for p in folder.iterdir()} >= files  # LoRA and head: the peft layout
     assert adapter_size_bytes(folder) <= 2 * 1024 * 1024
     with torch.inference_mode():

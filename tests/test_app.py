@@ -65,7 +65,7 @@ def test_threshold_and_detector_parameters(client):
     ("tiny.png", Image.new("RGB", (1, 1))),
     ("gray.png", Image.open(ASTRONAUT).convert("L")),
     ("rgba.png", Image.open(ASTRONAUT).convert("RGBA")),
-    ("sixteen.png", Image.fromarray((np.asarray(Image.open(ASTRONAUT).convert("L"), np.uint16) * 257))),
+    ("sixteen.png", Image.fromarray(np.asarray(Image.open(ASTRONAUT).convert("L"), np.uint16) * 257)),
 ])
 def test_odd_images_give_answers_not_crashes(client, tmp_path, name, image):
     result = client.predict(upload(tmp_path, name, image), api_name="/analyze")
@@ -110,7 +110,11 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
 def test_the_app_needs_only_requirements_app():
     """The Docker image installs requirements-app.txt: the app must not import training-only packages."""
     blocked = ["datasets", "evaluate", "sklearn", "matplotlib", "pytest", "playwright"]
-    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) +
-            "import emotion_vit.webapp, emotion_vit.service, emotion_vit.adapt, emotion_vit.pipeline, emotion_vit.crop\nprint('ok')")
+    code = (
+        "import sys\n"
+        + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+        + "import emotion_vit.webapp, emotion_vit.service, emotion_vit.adapt, emotion_vit.pipeline, "
+        "emotion_vit.crop\nprint('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -15,7 +15,7 @@ from fake_webcam import ASTRONAUT, ASTRONAUT_FACE_CROP
 from PIL import Image
 
 from emotion_vit.crop import CropGeometry, find_faces, fit_geometry
-from emotion_vit.detect import Face, create_detector
+from emotion_vit.detect import create_detector
 from emotion_vit.frames import FrameOptions, detected_boxes, place_face, placed_faces
 from emotion_vit.model import build_image_processor, build_model
 from emotion_vit.transforms import DetectorFraming, training_augmentation
@@ -126,8 +126,10 @@ def test_detector_framing_is_the_identity_at_the_geometry_and_seeded():
     framing = DetectorFraming([[geometry.scale, geometry.shift_x, geometry.shift_y]], p=1.0)
     assert np.array_equal(framing(image=face)["image"], face)
     record = json.loads(GEOMETRY_FIT.read_text())
-    views = [training_augmentation(0, seed=7, framing=DetectorFraming.from_file(GEOMETRY_FIT, p=1.0))(image=face)["image"]
-             for _ in range(2)]
+    views = [
+        training_augmentation(0, seed=7, framing=DetectorFraming.from_file(GEOMETRY_FIT, p=1.0))(image=face)["image"]
+        for _ in range(2)
+    ]
     assert np.array_equal(views[0], views[1]) and views[0].shape == face.shape
     assert not np.array_equal(views[0], face) and len(record["samples"]) > 1000
 
@@ -135,8 +137,16 @@ def test_detector_framing_is_the_identity_at_the_geometry_and_seeded():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
-    build_model(model_type="vit", model_config={"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
-                                                "num_attention_heads": 2, "intermediate_size": 64}).save_pretrained(folder)
+    build_model(
+        model_type="vit",
+        model_config={
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+    ).save_pretrained(folder)
     build_image_processor(48).save_pretrained(folder)
     return folder
 

@@ -8,7 +8,7 @@ import torch
 from conftest import SHARED_IMAGES
 from PIL import Image
 
-from emotion_vit.detect import Face, create_detector
+from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import build_image_processor, build_model, load_emotion_model
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
@@ -19,8 +19,16 @@ from emotion_vit.track import FaceTracker, iou
 def small_model(tmp_path_factory):
     """An untrained small ViT saved as a model folder: the pipeline's mechanics need no accuracy."""
     folder = tmp_path_factory.mktemp("model")
-    build_model(model_type="vit", model_config={"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
-                                                "num_attention_heads": 2, "intermediate_size": 64}).save_pretrained(folder)
+    build_model(
+        model_type="vit",
+        model_config={
+            "patch_size": 8,
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+        },
+    ).save_pretrained(folder)
     build_image_processor(48).save_pretrained(folder)
     return load_emotion_model(folder)
 
@@ -66,7 +74,9 @@ def test_tracker_follows_a_face_that_left_its_old_box():
 def test_n_faces_one_forward(pipeline, small_model, monkeypatch):
     calls = []
     original = small_model.model.forward
-    monkeypatch.setattr(small_model.model, "forward", lambda **kw: calls.append(kw["pixel_values"].shape) or original(**kw))
+    monkeypatch.setattr(
+        small_model.model, "forward", lambda **kw: calls.append(kw["pixel_values"].shape) or original(**kw)
+    )
     crops = [np.random.default_rng(i).integers(0, 255, (40 + i, 40 + i, 3), dtype=np.uint8) for i in range(8)]
     probabilities = pipeline.classify(crops)
     assert calls == [(8, 3, 48, 48)]
@@ -99,7 +109,9 @@ def test_group_photo_all_faces_in_one_batch_with_tracking(pipeline, small_model,
     photo = np.asarray(Image.open(SHARED_IMAGES / "solvay1927.png").convert("RGB"))
     batches = []
     original = small_model.model.forward
-    monkeypatch.setattr(small_model.model, "forward", lambda **kw: batches.append(len(kw["pixel_values"])) or original(**kw))
+    monkeypatch.setattr(
+        small_model.model, "forward", lambda **kw: batches.append(len(kw["pixel_values"])) or original(**kw)
+    )
     tracker = FaceTracker()
     first = pipeline.analyze(photo, tracker)
     assert len(first.faces) == 29 and batches == [29]

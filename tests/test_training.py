@@ -20,7 +20,13 @@ from emotion_vit.model import build_model, fold_grayscale_into_model
 from emotion_vit.training import EmotionLoss, EmotionTrainer, class_weights, train
 
 TINY = str(REPO / "configs" / "tiny.yaml")
-TINY_VIT = {"patch_size": 12, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_VIT = {
+    "patch_size": 12,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def run_tiny(data: Path, output_dir: Path, *flags: str) -> dict:

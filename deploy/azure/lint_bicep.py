@@ -136,7 +136,8 @@ def check_requirements(t: Template) -> None:
     env_symbol = t.symbol("Microsoft.App/managedEnvironments") or "?"
     check(uses(get(app, "properties", "managedEnvironmentId"), env_symbol), "the app is not in the environment")
     check(get(app, "identity", "type") == "UserAssigned", "the app has no user-assigned identity")
-    check(uses(get(app, "identity", "userAssignedIdentities"), identity or "?"), "the app does not carry the pull identity")
+    check(uses(get(app, "identity", "userAssignedIdentities"), identity or "?"),
+          "the app does not carry the pull identity")
     check(uses(get(app, "dependsOn"), t.symbol("Microsoft.Authorization/roleAssignments") or "?"),
           "the app does not depend on the AcrPull assignment (the first pull could fail)")
 
@@ -162,7 +163,8 @@ def check_requirements(t: Template) -> None:
     env = {e.get("name"): e.get("value") for e in container.get("env") or []}
     check(env.get("GRADIO_ANALYTICS_ENABLED") == "False", "GRADIO_ANALYTICS_ENABLED is not 'False'")
     check(env.get("EMOTION_VIT_MODEL") == "modelId", "EMOTION_VIT_MODEL is not the modelId parameter")
-    check(uses(env.get("HF_HUB_OFFLINE"), "modelId"), "HF_HUB_OFFLINE must follow modelId (offline only without a hub model)")
+    check(uses(env.get("HF_HUB_OFFLINE"), "modelId"),
+          "HF_HUB_OFFLINE must follow modelId (offline only without a hub model)")
     probes = {p.get("type"): p for p in container.get("probes") or []}
     for kind in ("Startup", "Liveness"):
         probe = probes.get(kind)
@@ -275,7 +277,8 @@ def main() -> int:
     if problems:
         print("FAIL:\n  " + "\n  ".join(problems))
         return 1
-    print("OK: main.bicep passes the offline lint (not a compile: run `az bicep build -f main.bicep` where Bicep is installed)")
+    print("OK: main.bicep passes the offline lint "
+          "(not a compile: run `az bicep build -f main.bicep` where Bicep is installed)")
     return 0
 
 
