@@ -4,7 +4,8 @@
 #   docker run -p 7860:7860 emotion-vit            # then open http://localhost:7860
 #
 # Build arguments:
-#   BASE_IMAGE       any Debian-based image with Python 3.11 and the venv module (default python:3.11-slim).
+#   BASE_IMAGE       any Debian-based image with Python 3.11 and the venv module (default python:3.11-slim);
+#                    pin it by digest for reproducible builds: --build-arg BASE_IMAGE=python:3.11-slim@sha256:...
 #   TORCH_INDEX_URL  where the CPU torch wheel comes from (default: PyTorch's CPU wheel index).
 #                    Empty: torch-2.13.0+cpu must lie in ./wheels/ (offline builds; deploy/check_container.sh).
 #   PIP_EXTRA_ARGS   more pip options for every install (a mirror, --cert, ...).
@@ -30,9 +31,10 @@ RUN python3 -m venv /opt/venv \
 
 # Stage 2: the app.
 FROM ${BASE_IMAGE}
-# OpenCV (opencv-python and -headless are both installed by the requirements) needs libGL and GLib.
+# OpenCV (opencv-python and -headless are both installed by the requirements) needs libGL and GLib;
+# tini is PID 1: it forwards SIGTERM to the app (Python as PID 1 ignores it) and reaps children.
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgl1 libglib2.0-0 tini \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=venv /opt/venv /opt/venv
 ENV VIRTUAL_ENV=/opt/venv \
@@ -40,15 +42,19 @@ ENV VIRTUAL_ENV=/opt/venv \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1
 
-# A non-root user with uid 1000 (the Hugging Face Spaces convention).
+# A non-root user with uid 1000 (the Hugging Face Spaces convention). The code and the model belong to
+# root and are read-only for it: the app writes only Gradio's temp folder and the adapters folder
+# (mount a volume there to keep adapters across restarts and share them between replicas).
 RUN useradd --create-home --uid 1000 --shell /bin/bash user
-USER user
 WORKDIR /home/user/app
-
-COPY --chown=user:user app.py train.py ./
-COPY --chown=user:user emotion_vit/ emotion_vit/
-COPY --chown=user:user configs/ configs/
-COPY --chown=user:user models/emotion-vit-fer2013/ models/emotion-vit-fer2013/
+COPY app.py train.py ./
+COPY deploy/healthcheck.py deploy/
+COPY emotion_vit/ emotion_vit/
+COPY configs/ configs/
+COPY models/emotion-vit-fer2013/ models/emotion-vit-fer2013/
+RUN mkdir -p /home/user/app/adapters /tmp/gradio && chown user:user /home/user/app/adapters /tmp/gradio \
+    && chmod -R a-w,a+rX app.py train.py deploy emotion_vit configs models
+USER user
 
 # The embedded model is a local folder: nothing is downloaded at start-up (no analytics, no hub, no
 # albumentations version check). To serve a hub model instead, run with
@@ -58,9 +64,14 @@ ENV HOME=/home/user \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_OFFLINE=1 \
-    NO_ALBUMENTATIONS_UPDATE=1
+    NO_ALBUMENTATIONS_UPDATE=1 \
+    GRADIO_TEMP_DIR=/tmp/gradio \
+    EMOTION_VIT_ADAPTERS=/home/user/app/adapters \
+    PYTHONDONTWRITEBYTECODE=1
 
 EXPOSE 7860
-HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/gradio_api/info' % os.environ.get('GRADIO_SERVER_PORT', '7860'), timeout=8)"]
+# Healthy = the model answers a forward pass (the /health API), not merely the web server.
+HEALTHCHECK --interval=30s --timeout=15s --start-period=120s --retries=3 \
+    CMD ["python", "deploy/healthcheck.py"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "app.py"]

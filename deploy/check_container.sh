@@ -12,7 +12,8 @@
 #           start containers on some hosts (crun: setrlimit not permitted), chroot can.
 # 4. run    the image's own CMD, Env, WorkingDir and User under chroot, in a network namespace of its
 #           own with loopback only (so: no download at start-up), on 127.0.0.1:$PORT; wait until the
-#           image's HEALTHCHECK passes (GET /gradio_api/info).
+#           image's HEALTHCHECK passes (deploy/healthcheck.py: the model answers /health); the runtime
+#           user must not be able to change the code or the model.
 # 5. api    gradio_client calls /analyze on tests/assets/astronaut.jpg: one face, 7 probabilities
 #           summing to 1.
 # Then the server is stopped and everything is removed (mounts, the overlay's files, the image)
@@ -195,7 +196,15 @@ until nsenter --net="/proc/$server_pid/ns/net" -- "${in_chroot[@]}" "${health_cm
   fi
   sleep 1
 done
-echo "HEALTHCHECK passed (GET /gradio_api/info)"
+echo "HEALTHCHECK passed (deploy/healthcheck.py: the model answered /health)"
+for target in app.py emotion_vit/service.py models/emotion-vit-fer2013/model.safetensors; do
+  if "${in_chroot[@]}" /bin/sh -c "test -w '$target' || touch '$target' 2>/dev/null"; then
+    echo "FAIL: the runtime user can write $target" >&2; exit 1
+  fi
+done
+"${in_chroot[@]}" /bin/sh -c 'test -w "$GRADIO_TEMP_DIR" && test -w "$EMOTION_VIT_ADAPTERS"' ||
+  { echo "FAIL: the runtime user cannot write GRADIO_TEMP_DIR or EMOTION_VIT_ADAPTERS" >&2; exit 1; }
+echo "code and model read-only for uid ${userspec%%:*}; it writes only \$GRADIO_TEMP_DIR and \$EMOTION_VIT_ADAPTERS"
 phase start
 
 # --- 5. the /analyze API through gradio_client ------------------------------------------------------------
@@ -216,8 +225,10 @@ EOF
 phase api
 
 kill -TERM "$server_pid"
-for _ in $(seq 20); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.5; done
-if kill -0 "$server_pid" 2>/dev/null; then echo "WARNING: the server ignored SIGTERM; killed" >&2; fi
+t_term=$(date +%s.%N)
+for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server_pid" 2>/dev/null; then echo "FAIL: the server did not stop within 5 s of SIGTERM" >&2; exit 1; fi
+awk -v a="$t_term" -v b="$(date +%s.%N)" 'BEGIN { printf "SIGTERM: stopped in %.1f s\n", b - a }'
 cleanup
 server_pid=""
 phase cleanup

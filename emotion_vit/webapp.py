@@ -309,6 +309,8 @@ def build_app(service: EmotionService) -> gr.Blocks:
             key.change(change_key, [key], [stored_key, adapter, existing], api_visibility="private")
         gr.api(analyze, api_name="analyze", concurrency_id=INFERENCE)
         gr.api(list_adapters, api_name="list_adapters")
+        # Outside the model's concurrency group: a busy queue must not look like a dead server.
+        gr.api(service.health, api_name="health", concurrency_limit=None)
         # The browser's key comes back, and with it the visitor's adapters, when a page (re)loads.
         app.load(restore_key, [stored_key], [stored_key, key, adapter, existing], api_visibility="private")
     return app

@@ -169,3 +169,18 @@ def test_inline_webcam_frames_are_checked_too(server):
         data[position] = {"url": bomb, "meta": {"_type": "gradio.FileData"}}
     answer = call_raw(server, fn_index, data)
     assert answer.get("success") is False and "image too large" in json.dumps(answer["output"])
+
+
+def test_the_container_healthcheck_runs_the_model(server):
+    """deploy/healthcheck.py (the image's HEALTHCHECK) passes only when /health's forward pass answers."""
+    import subprocess
+    import sys
+    port = server.rsplit(":", 1)[1]
+    done = subprocess.run([sys.executable, str(REPO / "deploy" / "healthcheck.py")], capture_output=True, text=True,
+                          env=dict(os.environ, GRADIO_SERVER_PORT=port), timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "healthy", done.stdout
+    answer = httpx.post(f"{server}/gradio_api/call/health", json={"data": []}, timeout=10)
+    assert answer.status_code == 200
+    dead = subprocess.run([sys.executable, str(REPO / "deploy" / "healthcheck.py")], capture_output=True, text=True,
+                          env=dict(os.environ, GRADIO_SERVER_PORT=str(free_port())), timeout=60)
+    assert dead.returncode == 1
