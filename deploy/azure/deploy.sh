@@ -9,7 +9,7 @@
 # Settings (environment): RESOURCE_GROUP (emotion-vit), LOCATION (westeurope), APP_NAME (emotion-vit),
 # ACR_NAME (globally unique, 5-50 letters and digits; default emotionvit + 10 characters of the
 # subscription id), TAG (the git commit, else a timestamp), MIN_REPLICAS (1), MAX_REPLICAS (3),
-# CPU (2.0), MEMORY (4Gi), CONCURRENT_REQUESTS (10), EMOTION_VIT_MODEL (a hub model id to serve instead
+# CPU (2.0), MEMORY (4Gi), CONCURRENT_REQUESTS (4), EMOTION_VIT_MODEL (a hub model id to serve instead
 # of the embedded one; empty: the embedded model).
 # Rerunning it builds a new tag and rolls the app to it; the resources are reused.
 set -euo pipefail
@@ -45,7 +45,7 @@ url=$(az deployment group create --resource-group "$RESOURCE_GROUP" --name "$APP
   --template-file deploy/azure/main.bicep \
   --parameters @deploy/azure/main.parameters.json \
   --parameters name="$APP_NAME" acrName="$ACR_NAME" image="$IMAGE" modelId="${EMOTION_VIT_MODEL:-}" \
-  --parameters minReplicas="${MIN_REPLICAS:-1}" maxReplicas="${MAX_REPLICAS:-3}" concurrentRequests="${CONCURRENT_REQUESTS:-10}" \
+  --parameters minReplicas="${MIN_REPLICAS:-1}" maxReplicas="${MAX_REPLICAS:-3}" concurrentRequests="${CONCURRENT_REQUESTS:-4}" \
   --parameters cpu="${CPU:-2.0}" memory="${MEMORY:-4Gi}" \
   --query properties.outputs.url.value -o tsv)
 echo "emotion_vit is deployed: $url"

@@ -7,8 +7,9 @@
 2. What the deployment must set up: a Log Analytics workspace and a Container Apps environment that
    logs to it; a user-assigned identity with AcrPull on the registry; the container app with that
    identity for its registry; external HTTPS-only ingress to port 7860 with sticky sessions in
-   single-revision mode; startup and liveness probes on /gradio_api/info:7860 within the platform's
-   limits; min/max replicas and an HTTP concurrency scale rule bound to parameters; CPU, memory and
+   single-revision mode; startup, liveness and readiness probes on /gradio_api/info:7860 within the
+   platform's limits; adapters on an Azure Files share mounted at the image's adapters folder;
+   min/max replicas and an HTTP concurrency scale rule bound to parameters; CPU, memory and
    the app's environment variables; main.parameters.json and deploy.sh naming only real parameters.
 3. With azure-mgmt-appcontainers installed: every property name of the environment and the container
    app exists in the Container Apps REST schema (the SDK's newest API version, so a property newer
@@ -166,7 +167,7 @@ def check_requirements(t: Template) -> None:
     check(uses(env.get("HF_HUB_OFFLINE"), "modelId"),
           "HF_HUB_OFFLINE must follow modelId (offline only without a hub model)")
     probes = {p.get("type"): p for p in container.get("probes") or []}
-    for kind in ("Startup", "Liveness"):
+    for kind in ("Startup", "Liveness", "Readiness"):
         probe = probes.get(kind)
         check(probe is not None, f"no {kind} probe")
         if probe is None:
@@ -178,6 +179,13 @@ def check_requirements(t: Template) -> None:
         for key, (low, high) in limits.items():
             if key in probe:
                 check(low <= t.value(probe[key]) <= high, f"{kind} probe {key} outside {low}-{high}")
+
+    # Adapters on an Azure Files share at the image's adapters folder, shared by the replicas.
+    check(bool(t.resources("Microsoft.Storage/storageAccounts/fileServices/shares")), "no file share for adapters")
+    check(bool(t.resources("Microsoft.App/managedEnvironments/storages")), "the environment has no adapters storage")
+    check(uses(container.get("volumeMounts"), "adaptersPath") and t.value("adaptersPath") == "/home/user/app/adapters",
+          "adapters volume not mounted at the adapters folder")
+    check(uses(get(app, "properties", "template", "volumes"), "AzureFile"), "no AzureFile volume in the template")
 
     scale = get(app, "properties", "template", "scale") or {}
     check(scale.get("minReplicas") == "minReplicas" and scale.get("maxReplicas") == "maxReplicas",
