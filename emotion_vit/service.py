@@ -111,7 +111,7 @@ class EmotionService:
         for folder in (self.key_folder(key), Path(self.settings.adapters_dir)):
             if folder is not None and name in self._names_in(folder):
                 return folder / name
-        raise ValueError(f"no adapter named {name!r} (available: {', '.join(self.adapter_names(key)) or 'none'})")
+        raise ValueError(f"no adapter named {name[:64]!r} (available: {', '.join(self.adapter_names(key)) or 'none'})")
 
     def model_for(self, adapter: str | None, key: str | None = None) -> EmotionModel:
         if not adapter or adapter == NO_ADAPTER:
@@ -148,7 +148,7 @@ class EmotionService:
         """Delete one of `key`'s own adapters (never the operator's, unless `key` is the shared key)."""
         folder = self.key_folder(key)
         if name not in self._names_in(folder):
-            raise ValueError(f"no adapter of yours named {name!r}")
+            raise ValueError(f"no adapter of yours named {str(name)[:64]!r}")
         with self._lock:
             self._adapted.pop(str(folder / name), None)
             shutil.rmtree(folder / name)

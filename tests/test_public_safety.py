@@ -9,6 +9,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -184,3 +185,60 @@ def test_the_container_healthcheck_runs_the_model(server):
     dead = subprocess.run([sys.executable, str(REPO / "deploy" / "healthcheck.py")], capture_output=True, text=True,
                           env=dict(os.environ, GRADIO_SERVER_PORT=str(free_port())), timeout=60)
     assert dead.returncode == 1
+
+
+def fuzz_corpus(folder) -> list[tuple[str, list]]:
+    """(name, /analyze arguments) of bad inputs: wrong types and shapes, lying and broken files, nonsense settings."""
+    def file(name: str, content: bytes) -> dict:
+        path = folder / name
+        path.write_bytes(content)
+        return path
+
+    astronaut = ASTRONAUT.read_bytes()
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    files = {
+        "empty.jpg": b"", "text.png": b"hello", "half-jpeg.jpg": astronaut[: len(astronaut) // 2],
+        "jpeg-header-only.jpg": astronaut[:600], "png-as-jpg.jpg": png.getvalue(), "zeros.png": bytes(4096),
+        "random.webp": np.random.default_rng(1).bytes(5000), "html.jpg": b"<html><script>alert(1)</script></html>",
+        "svg.png": b"<svg xmlns='http://www.w3.org/2000/svg'/>", "pdf.jpg": b"%PDF-1.4\n%%EOF",
+        "gif-header.gif": b"GIF89a" + bytes(20), "bmp-liar.bmp": b"BM" + bytes(60),
+        "jpeg-claims-14000.jpg": jpeg_header_claiming(14000, 14000), "jpeg-claims-0x0.jpg": jpeg_header_claiming(0, 0),
+        "png-bomb.png": png_bomb(15000, 15000), "../escape.jpg": astronaut,
+    }
+    corpus = []
+    for name, content in files.items():
+        path = file(Path(name).name, content)
+        corpus.append((name, [handle_file(str(path)), "retinaface", 0.6, "none", ""]))
+    ok = handle_file(str(ASTRONAUT))
+    corpus += [(f"image={value!r}", [value, "retinaface", 0.6, "none", ""]) for value in (
+        None, 0, 1.5, True, [], {}, "", "x" * 5000, {"path": None}, {"path": 3}, {"url": "data:image/png;base64,!!!"},
+        {"path": "/dev/zero"}, {"path": "/proc/self/environ"}, {"path": "file:///etc/passwd"}, ["/etc/passwd"])]
+    corpus += [(f"detector={value!r}", [ok, value, 0.6, "none", ""]) for value in (None, 3, "", "haar", "../yunet")]
+    corpus += [(f"threshold={value!r}", [ok, "retinaface", value, "none", ""])
+               for value in ("nan", "inf", -1, 2, [], {}, "0.5; rm -rf /")]
+    corpus += [(f"adapter={value!r}", [ok, "retinaface", 0.6, value, ""])
+               for value in ("../../etc", "_visitors", "x" * 300, None, 7)]
+    corpus += [(f"key={value!r}", [ok, "retinaface", 0.6, "none", value]) for value in ("short", 12, None, ["k" * 20])]
+    return corpus
+
+
+def test_a_fuzz_corpus_gets_clean_refusals_and_the_server_stays_healthy(server, client, tmp_path):
+    import subprocess
+    import sys
+    corpus = fuzz_corpus(tmp_path)
+    assert len(corpus) >= 40
+    port = server.rsplit(":", 1)[1]
+    for name, arguments in corpus:
+        try:
+            answer = client.predict(*arguments, api_name="/analyze")
+            assert set(answer) >= {"faces", "model"}, (name, answer)  # answered: a normal answer
+            continue
+        except Exception as error:  # refused: one short line, no internals
+            text = str(error)
+        assert "Traceback" not in text and "/etc/passwd" not in text.replace(name, ""), (name, text)
+        assert str(REPO) not in text and "object at 0x" not in text and len(text) < 200, (name, text)
+    healthy = subprocess.run([sys.executable, str(REPO / "deploy" / "healthcheck.py")], capture_output=True,
+                             text=True, env=dict(os.environ, GRADIO_SERVER_PORT=port), timeout=60)
+    assert healthy.returncode == 0, healthy.stdout
+    assert len(client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")["faces"]) == 1
