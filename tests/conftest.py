@@ -86,6 +86,21 @@ def write_fer_csv(path: Path, rows_per_usage: dict[str, int]) -> Path:
     return path
 
 
+TINY_VIT = {"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 64}
+
+
+def save_tiny_vit(folder: Path, seed: int = 0) -> Path:
+    """An untrained tiny ViT saved as a model folder (48 px): for tests of mechanics, not accuracy."""
+    import torch
+
+    from emotion_vit.model import build_image_processor, build_model
+    torch.manual_seed(seed)
+    build_model(model_type="vit", model_config=TINY_VIT).save_pretrained(folder)
+    build_image_processor(48).save_pretrained(folder)
+    return Path(folder)
+
+
 @pytest.fixture
 def kaggle_zip(tmp_path) -> Path:
     """FER2013-style zip: train/ (Training_*) and test/ (PublicTest_* and PrivateTest_*)."""

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, free_port, pattern_face
+from conftest import REPO, free_port, pattern_face, save_tiny_vit
 from gradio_client import Client, handle_file
 from PIL import Image, ImageOps
 from safetensors import safe_open
@@ -27,31 +27,15 @@ from emotion_vit.adapt import (
 )
 from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
-from emotion_vit.model import build_image_processor, build_model, load_emotion_model, weights_sha256
+from emotion_vit.model import load_emotion_model, weights_sha256
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 QUICK = AdaptOptions(steps=6, batch_size=8)
 
 
-def save_small_model(folder, seed: int = 0):
-    torch.manual_seed(seed)
-    build_model(
-        model_type="vit",
-        model_config={
-            "patch_size": 8,
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
-    ).save_pretrained(folder)
-    build_image_processor(48).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return load_emotion_model(save_small_model(tmp_path_factory.mktemp("base")))
+    return load_emotion_model(save_tiny_vit(tmp_path_factory.mktemp("base")))
 
 
 def pattern_refs(per_label: dict[str, int]) -> References:
@@ -130,7 +114,7 @@ def test_one_label_without_feature_statistics_is_a_clear_error(base):
 def test_adapter_for_another_base_is_refused(base, tmp_path):
     model, metadata = build_adapter(base, pattern_refs({"happy": 1, "sad": 1}), "mine", QUICK)
     folder = save_adapter(model, metadata, tmp_path / "mine")
-    other = load_emotion_model(save_small_model(tmp_path / "other", seed=1))
+    other = load_emotion_model(save_tiny_vit(tmp_path / "other", seed=1))
     with pytest.raises(AdaptError, match="was made for base model"):
         load_adapter(other, folder)
     with pytest.raises(AdaptError, match="not an emotion adapter"):
@@ -138,7 +122,7 @@ def test_adapter_for_another_base_is_refused(base, tmp_path):
 
 
 def test_adaptation_never_modifies_the_base_model_on_disk(tmp_path):
-    folder = save_small_model(tmp_path / "base")
+    folder = save_tiny_vit(tmp_path / "base")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     model = load_emotion_model(folder)
     build_adapter(model, pattern_refs({"happy": 2, "confused": 1}), "x", QUICK)
@@ -180,7 +164,7 @@ def test_unusable_reference_folders_are_clear_errors(tmp_path):
 def test_adapt_command(tmp_path):
     import subprocess
     import sys
-    base_dir = save_small_model(tmp_path / "base")
+    base_dir = save_tiny_vit(tmp_path / "base")
     refs_dir = tmp_path / "refs" / "happy"
     refs_dir.mkdir(parents=True)
     pattern_face(3, 1).save(refs_dir / "one.png")  # k = 1, a single label, already a face crop
@@ -205,7 +189,7 @@ def test_personalize_flow_through_gradio_client(tmp_path):
     """Add references per label, build an adapter, use it in /analyze, list and delete it: as a team would."""
     from emotion_vit.service import AppSettings, EmotionService
     from emotion_vit.webapp import build_app, launch
-    service = EmotionService(AppSettings(model=str(save_small_model(tmp_path / "base")),
+    service = EmotionService(AppSettings(model=str(save_tiny_vit(tmp_path / "base")),
                                          adapters_dir=str(tmp_path / "adapters")))
     app = build_app(service)
     port = free_port()
@@ -288,7 +272,7 @@ def test_visitors_adapters_are_their_own(tmp_path):
     adapters are usable by all and changed by none; the shared key opens the operator's folder; quotas hold."""
     from emotion_vit.service import VISITORS_DIR, AppSettings, EmotionService
     from emotion_vit.webapp import build_app, launch
-    settings = AppSettings(model=str(save_small_model(tmp_path / "base")), adapters_dir=str(tmp_path / "adapters"),
+    settings = AppSettings(model=str(save_tiny_vit(tmp_path / "base")), adapters_dir=str(tmp_path / "adapters"),
                            shared_key="teachers-shared-key-42", max_adapters_per_key=2, max_adapter_labels=2)
     service = EmotionService(settings)
     refs = References()

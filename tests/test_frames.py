@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, pattern_face, write_image_folder, zip_folder
+from conftest import REPO, pattern_face, save_tiny_vit, write_image_folder, zip_folder
 from fake_webcam import ASTRONAUT, ASTRONAUT_FACE_CROP
 from PIL import Image
 
 from emotion_vit.crop import CropGeometry, find_faces, fit_geometry
 from emotion_vit.detect import create_detector
 from emotion_vit.frames import FrameOptions, detected_boxes, place_face, placed_faces
-from emotion_vit.model import build_image_processor, build_model
 from emotion_vit.transforms import DetectorFraming, training_augmentation
 
 GEOMETRY_FIT = REPO / "configs" / "crop-geometry-retinaface.json"
@@ -136,19 +135,7 @@ def test_detector_framing_is_the_identity_at_the_geometry_and_seeded():
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    build_model(
-        model_type="vit",
-        model_config={
-            "patch_size": 8,
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
-    ).save_pretrained(folder)
-    build_image_processor(48).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("model"))
 
 
 def run_evaluate_frames(*args: str) -> subprocess.CompletedProcess:

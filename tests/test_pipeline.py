@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_IMAGES
+from conftest import SHARED_IMAGES, save_tiny_vit
 from PIL import Image
 
 from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
-from emotion_vit.model import build_image_processor, build_model, load_emotion_model
+from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
 from emotion_vit.track import FaceTracker, iou
 
@@ -18,19 +18,7 @@ from emotion_vit.track import FaceTracker, iou
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """An untrained small ViT saved as a model folder: the pipeline's mechanics need no accuracy."""
-    folder = tmp_path_factory.mktemp("model")
-    build_model(
-        model_type="vit",
-        model_config={
-            "patch_size": 8,
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 64,
-        },
-    ).save_pretrained(folder)
-    build_image_processor(48).save_pretrained(folder)
-    return load_emotion_model(folder)
+    return load_emotion_model(save_tiny_vit(tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="module")
