@@ -103,6 +103,19 @@ def test_the_same_seed_gives_the_same_adapter(base, method):
     assert torch.equal(*outputs)
 
 
+def test_lora_adapters_are_the_same_bytes_on_a_busy_machine(base, tmp_path, monkeypatch):
+    """Training length is counted in steps: a machine whose clock races (a busy CPU) gets the same adapter."""
+    import time as time_module
+    refs, options = pattern_refs({"happy": 2, "bored": 1}), replace(QUICK, method="lora", seed=5, steps=12)
+    idle = save_adapter(*build_adapter(base, refs, "idle", options), tmp_path / "idle")
+    clock = iter(range(0, 10**9, 1000))  # every reading 1000 s after the last
+    monkeypatch.setattr(time_module, "perf_counter", lambda: float(next(clock)))
+    busy = save_adapter(*build_adapter(base, refs, "busy", options), tmp_path / "busy")
+    assert (idle / "adapter_model.safetensors").read_bytes() == (busy / "adapter_model.safetensors").read_bytes()
+    steps = [json.loads((folder / "emotion_adapter.json").read_text())["training_steps"] for folder in (idle, busy)]
+    assert steps[0] == steps[1] > 1
+
+
 def test_one_label_without_feature_statistics_is_a_clear_error(base):
     """Nothing to calibrate a lone label against: the base ships no feature bank, no other label."""
     with pytest.raises(AdaptError, match="feature-stats.*lora"):
