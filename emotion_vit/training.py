@@ -258,6 +258,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if training_args.push_to_hub and not push_to:
         raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (or use --push-to-hub USER/NAME)")
     training_args.push_to_hub = False
+    if not torch.cuda.is_available():  # pinned memory only speeds copies to a GPU; on a CPU torch warns per loader
+        training_args.dataloader_pin_memory = False
     set_seed(training_args.seed)
     # Several processes (torchrun / accelerate): the first extracts archives and fills the cache.
     with training_args.main_process_first(desc="loading data"):

@@ -251,7 +251,7 @@ def build_app(service: EmotionService) -> gr.Blocks:
                 webcam = UploadedImage(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
                 annotated = gr.Image(label="Faces", format="jpeg", interactive=False)
             with gr.Row():
-                largest = gr.Label(num_top_classes=len(service.model.labels), label="Largest face")
+                largest = gr.Label(num_top_classes=None, label="Largest face")  # all labels, an adapter's too
                 table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Per-face results", interactive=False, wrap=True)
             # Starts empty (None): an untyped empty frame would fix the axes as categories for good.
             mood = gr.LinePlot(None, x="time", y="share", color="emotion", y_lim=[0, 1], height=280,
