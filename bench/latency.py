@@ -473,7 +473,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": {**machine, "load_average_at_end": load_after}, "model": model_text, "settings": settings,
+            "machine": {**machine, "load_average_at_end": load_after}, "model": model_text,
+            "settings": {**settings, "geometry": vars(settings["geometry"])},
             "settings_origin": settings_origin, "notes": notes, "fer": fer_info, "elapsed_s": round(elapsed, 1),
             "frames": [{"name": frame.name, "source": frame.source, "faces": [list(box) for box in frame.faces]}
                        for frame in frames],
