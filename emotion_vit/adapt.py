@@ -155,6 +155,11 @@ def load_references(folder: str | Path, detector: FaceDetector | None,
     if not refs.crops:
         details = "; ".join(refs.skipped[:5]) or "the label folders are empty"
         raise AdaptError(f"{folder}: no usable reference face ({details})")
+    empty = [d for d in label_dirs if label_name(d.name) not in refs.labels]
+    if empty:  # a label left out silently would make an adapter that never learned it
+        why = "; ".join(s for s in refs.skipped if any(s.startswith(str(d)) for d in empty)) or "no images"
+        raise AdaptError(f"{folder}: no usable reference face for {', '.join(d.name for d in empty)} ({why}); "
+                         "for photos that are already face crops, use --already-cropped")
     return refs
 
 

@@ -172,6 +172,14 @@ def test_unusable_reference_folders_are_clear_errors(tmp_path):
     (tmp_path / "empty" / "happy" / "x.jpg").write_bytes(b"broken")
     with pytest.raises(AdaptError, match="x.jpg"):
         load_references(tmp_path / "empty", None)
+    # One label has a face, another only face-less photos: an error naming that label, not a silent omission.
+    (tmp_path / "mixed" / "Surprised").mkdir(parents=True)
+    (tmp_path / "mixed" / "bored").mkdir()
+    Image.open(ASTRONAUT).save(tmp_path / "mixed" / "Surprised" / "a.jpg")
+    Image.new("RGB", (200, 200), "white").save(tmp_path / "mixed" / "bored" / "blank.png")
+    expected = "no usable reference face for bored .*blank.png: no face found.*--already-cropped"
+    with pytest.raises(AdaptError, match=expected):
+        load_references(tmp_path / "mixed", create_detector("retinaface"))
 
 
 def test_adapt_command(tmp_path):
