@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from fastapi.responses import JSONResponse
 
 from .adapt import AdaptError, References
 from .annotate import draw_faces
@@ -320,5 +321,16 @@ def launch(app: gr.Blocks, host: str, port: int, share: bool = False, max_file_m
            queue_size: int = QUEUE_SIZE, **kwargs):
     """Serve `app`: one model call at a time, a bounded queue, bounded uploads."""
     return app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
-        server_name=host, server_port=port, share=share, show_error=True, max_file_size=f"{max_file_mb}mb", **kwargs)
+        server_name=host, server_port=port, share=share, show_error=True, max_file_size=f"{max_file_mb}mb",
+        app_kwargs={"exception_handlers": {KeyError: unknown_endpoint}}, **kwargs)
+
+
+async def unknown_endpoint(request, error: KeyError) -> JSONResponse:
+    """Gradio looks event handlers up by the client's fn_index: an unknown one raises KeyError (an HTTP 500).
+    On the queue's join route that is the client's mistake (404); anywhere else a server fault, said without details."""
+    if request.url.path.endswith("/queue/join"):
+        logger.info("refused: unknown endpoint")
+        return JSONResponse({"detail": "Unknown endpoint."}, status_code=404)
+    logger.error("internal error on %s", request.url.path, exc_info=error)
+    return JSONResponse({"detail": "Internal error."}, status_code=500)
 

@@ -242,3 +242,11 @@ def test_a_fuzz_corpus_gets_clean_refusals_and_the_server_stays_healthy(server, 
                              text=True, env=dict(os.environ, GRADIO_SERVER_PORT=port), timeout=60)
     assert healthy.returncode == 0, healthy.stdout
     assert len(client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")["faces"]) == 1
+
+
+def test_an_unknown_endpoint_is_a_404_not_a_server_error(server):
+    for fn_index in (999, -5):
+        answer = httpx.post(f"{server}/gradio_api/queue/join",
+                            json={"data": [], "fn_index": fn_index, "session_hash": uuid.uuid4().hex}, timeout=10)
+        assert answer.status_code == 404 and answer.json() == {"detail": "Unknown endpoint."}, answer.text
+    assert httpx.get(f"{server}/config", timeout=10).status_code == 200  # the server lives on
