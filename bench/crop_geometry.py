@@ -64,14 +64,10 @@ def main() -> None:
     for name in ("scale", "shift_x", "shift_y"):
         print(f"  {name:<8} {' / '.join(f'{v:.3f}' for v in getattr(fit, f'{name}_percentiles'))}")
     if args.output:
-        b, t = np.asarray(boxes), np.asarray(squares)
-        size = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
-        samples = np.stack([(t[:, 2] - t[:, 0]) / size, ((t[:, 0] + t[:, 2]) - (b[:, 0] + b[:, 2])) / 2 / size,
-                            ((t[:, 1] + t[:, 3]) - (b[:, 1] + b[:, 3])) / 2 / size], axis=1)
         record = {"detector": args.detector, "data": Path(args.data).name, "split": args.split, "seed": args.seed,
                   "command": "python bench/crop_geometry.py " + " ".join(sys.argv[1:]),
                   "missed": missed, **fit.to_dict(),
-                  "samples_are": "per face: scale, shift_x, shift_y", "samples": np.round(samples, 4).tolist()}
+                  "samples_are": "per face: scale, shift_x, shift_y", "samples": np.round(fit.samples, 4).tolist()}
         Path(args.output).write_text(json.dumps(record) + "\n")
         print(f"wrote {args.output}")
 

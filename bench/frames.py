@@ -36,12 +36,10 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere without installin
 from machine import machine_line  # noqa: E402
 
 from emotion_vit.crop import CropGeometry  # noqa: E402
-from emotion_vit.data import load_emotion_dataset  # noqa: E402
-from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames  # noqa: E402
+from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames, split_faces  # noqa: E402
 from emotion_vit.frames import FrameOptions, placed_faces  # noqa: E402
 from emotion_vit.metrics import EmotionMetrics  # noqa: E402
 from emotion_vit.service import AppSettings, EmotionService  # noqa: E402
-from emotion_vit.transforms import image_array  # noqa: E402
 
 FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
 
@@ -49,12 +47,7 @@ FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
 def write_frames(data: str, split: str, limit: int | None, seed: int, folder: Path | None) -> list[np.ndarray]:
     """Place the split's faces into frames and write them as <label>/<n>.jpg (unless `folder` is None, for
     frames written before); returns the faces."""
-    subset = load_emotion_dataset(data)[split]
-    if limit is not None and limit < len(subset):
-        subset = subset.shuffle(seed=seed).select(range(limit))
-    names = subset.features["label"].names
-    faces = [image_array(image) for image in subset["image"]]
-    labels = [names[i] for i in subset["label"]]
+    faces, labels = split_faces(data, split, limit, seed)
     if folder is not None:
         for index, placed in enumerate(placed_faces(faces, FrameOptions(seed=seed))):
             path = folder / labels[index] / f"{index:05d}.jpg"

@@ -96,6 +96,7 @@ class GeometryFit:
     scale_percentiles: tuple[float, ...]
     shift_x_percentiles: tuple[float, ...]
     shift_y_percentiles: tuple[float, ...]
+    samples: np.ndarray  # (faces, 3): each face's scale, shift_x, shift_y (what `DetectorFraming` replays)
 
     def to_dict(self) -> dict:
         return {"scale": self.geometry.scale, "shift_x": self.geometry.shift_x, "shift_y": self.geometry.shift_y,
@@ -122,4 +123,5 @@ def fit_geometry(boxes: list[Box], squares: list[Box]) -> GeometryFit:
         return tuple(round(float(v), 4) for v in np.percentile(values, [10, 25, 50, 75, 90]))
 
     geometry = CropGeometry(*(round(float(np.median(v)), 3) for v in (scale, shift_x, shift_y)))
-    return GeometryFit(geometry, len(b), percentiles(scale), percentiles(shift_x), percentiles(shift_y))
+    return GeometryFit(geometry, len(b), percentiles(scale), percentiles(shift_x), percentiles(shift_y),
+                       np.stack([scale, shift_x, shift_y], axis=1))

@@ -76,6 +76,19 @@ def photo_folder_frames(folder: str | Path, skipped: list[str] | None = None) ->
     return frames
 
 
+def split_faces(data: str, split: str = "validation", limit: int | None = None, seed: int = 0,
+                data_options: DataOptions | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The face images of `data[split]` and their labels: all of them, or `limit` after a seeded shuffle."""
+    dataset = load_emotion_dataset(data, data_options)
+    if split not in dataset:
+        raise ValueError(f"split {split!r} not in {data} (available: {', '.join(dataset)})")
+    subset = dataset[split]
+    if limit is not None and limit < len(subset):
+        subset = subset.shuffle(seed=seed).select(range(limit))
+    names = subset.features["label"].names
+    return [image_array(image) for image in subset["image"]], [names[i] for i in subset["label"]]
+
+
 def placed_frames(
     data: str,
     split: str = "validation",
@@ -83,17 +96,9 @@ def placed_frames(
     limit: int | None = None,
     data_options: DataOptions | None = None,
 ) -> tuple[int, Iterator[LabelledFrame]]:
-    """The faces of `data[split]` (the first `limit`, after a seeded shuffle when limited), each in a frame."""
+    """The faces of `data[split]` (see `split_faces`), each in a frame."""
     options = options or FrameOptions()
-    dataset = load_emotion_dataset(data, data_options)
-    if split not in dataset:
-        raise ValueError(f"split {split!r} not in {data} (available: {', '.join(dataset)})")
-    subset = dataset[split]
-    if limit is not None and limit < len(subset):
-        subset = subset.shuffle(seed=options.seed).select(range(limit))
-    names = subset.features["label"].names
-    faces = [image_array(image) for image in subset["image"]]
-    labels = [names[i] for i in subset["label"]]
+    faces, labels = split_faces(data, split, limit, options.seed, data_options)
 
     def frames() -> Iterator[LabelledFrame]:
         for index, placed in enumerate(placed_faces(faces, options)):
