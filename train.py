@@ -102,6 +102,7 @@ def adapt_command(argv: list[str]) -> None:
         METHODS,
         AdaptError,
         AdaptOptions,
+        FeatureStatsError,
         adapter_size_bytes,
         build_adapter,
         load_references,
@@ -135,7 +136,7 @@ def adapt_command(argv: list[str]) -> None:
         print(f"references per label: {refs.counts()}")
         options = AdaptOptions(method=args.method, steps=args.steps, rank=args.rank, seed=args.seed)
         model, metadata = build_adapter(base, refs, args.name, options)
-    except (AdaptError, FileNotFoundError) as error:  # bad references or base: one clear line, exit 2
+    except (AdaptError, FeatureStatsError, FileNotFoundError) as error:  # bad references or base: one line, exit 2
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
     print(f"adapter {args.name!r} ({args.method}): labels {metadata['labels']}, {metadata['training_steps']} steps "
@@ -148,8 +149,8 @@ def adapt_command(argv: list[str]) -> None:
 
 
 def feature_stats_command(argv: list[str]) -> None:
-    from emotion_vit.adapt import compute_feature_stats, dataset_batches, save_feature_stats
     from emotion_vit.data import load_emotion_dataset
+    from emotion_vit.features import compute_feature_stats, dataset_batches, save_feature_stats
     from emotion_vit.model import load_emotion_model
     from emotion_vit.transforms import eval_transform
 

@@ -25,13 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fewshot import split_arrays  # noqa: E402
 from machine import machine_line  # noqa: E402
 
-from emotion_vit.adapt import (  # noqa: E402
-    AdaptOptions,
-    _label_views,
-    calibrate_gate,
-    embeddings,
-    load_feature_stats,
-)
+from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats  # noqa: E402
+from emotion_vit.adapt.gates import label_views  # noqa: E402
 from emotion_vit.data import load_emotion_dataset  # noqa: E402
 from emotion_vit.model import load_emotion_model  # noqa: E402
 from emotion_vit.pipeline import set_inference_threads  # noqa: E402
@@ -75,7 +70,7 @@ def main() -> None:
         recalls, others_after = [], []
         for draw in range(args.draws):  # the draws of bench/fewshot.py
             picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
-            views = _label_views([model.preprocessing.gray(train_faces[i]) for i in picks], options.views_per_label,
+            views = label_views([model.preprocessing.gray(train_faces[i]) for i in picks], options.views_per_label,
                                  model.preprocessing, augment)
             with torch.inference_mode():
                 views = F.normalize(embeddings(model.model, views).float(), dim=-1)

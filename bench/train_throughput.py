@@ -24,7 +24,7 @@ from transformers import AutoConfig, Trainer  # noqa: E402
 from emotion_vit.config import parse_training_args  # noqa: E402
 from emotion_vit.data import load_emotion_dataset  # noqa: E402
 from emotion_vit.model import build_image_processor, build_model  # noqa: E402
-from emotion_vit.training import EmotionLoss, class_weights, collate  # noqa: E402
+from emotion_vit.trainer import EmotionLoss, class_weights, collate  # noqa: E402
 from emotion_vit.transforms import Preprocessing, eval_transform, train_transform, training_augmentation  # noqa: E402
 
 

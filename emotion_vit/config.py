@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
-from .training import DataArguments, ModelArguments
+from .arguments import DataArguments, EmotionTrainingArguments, ModelArguments
 
 
 def training_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments),
+    parser = HfArgumentParser((ModelArguments, DataArguments, EmotionTrainingArguments),
                               description="Train an emotion classifier (see configs/ for recipes).")
     parser.add_argument("--config", type=Path, help="YAML recipe whose values become the defaults.")
     return parser
@@ -32,7 +32,7 @@ def load_recipe(path: str | Path) -> dict:
     return recipe
 
 
-def parse_training_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments, dict]:
+def parse_training_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, EmotionTrainingArguments, dict]:
     """Dataclasses from recipe + flags, and the effective recipe (for the model card)."""
     parser = training_parser()
     config_path, rest = _pop_config(argv)

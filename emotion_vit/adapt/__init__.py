@@ -1,0 +1,51 @@
+"""Few-shot adaptation: a small adapter from a handful of labelled reference images.
+
+    references/happy/*.jpg, references/confused/*.jpg, ...   (any size; faces are found and cropped)
+        -> faces cropped as the live pipeline crops them
+        -> one of three methods (`AdaptOptions.method`):
+
+    "prototype" (the default: it measured best in bench/fewshot.py, docs/benchmarks.md)
+        A calibrated gate per referenced label on the frozen model's embedding. The label's
+        prototype is the mean direction of its references' augmented views; the gate opens
+        when a face's cosine similarity to it passes a threshold set so that only
+        `false_positive_rate` (2%) of real faces of the *other* classes pass (the feature bank
+        of training faces that ships with the base model in feature_stats.safetensors). Closed,
+        the base model's probabilities are untouched; open, the label takes their place. So a
+        new class cannot swallow the others: they lose at most about that rate, by construction.
+        Saved as adapter_model.safetensors (prototypes, thresholds) + emotion_adapter.json.
+    "lora"
+        peft LoRA on the attention projections, the classifier (grown by a row per new label,
+        imprinted from the references) in modules_to_save, a few dozen augmented steps of
+            cross-entropy on the references
+          + cross-entropy on features replayed from the base classes' Gaussians
+          + distillation to the base model on the other base classes.
+        It moves the backbone, so it fits the references' camera and faces best (the choice when
+        every label has references), but a new class then spreads over the other classes.
+        Saved in the peft layout: adapter_config.json + adapter_model.safetensors + emotion_adapter.json.
+    "head"
+        A low-rank (LoRA) update of the classifier alone on frozen features of augmented views,
+        against the replayed features; peft layout.
+"""
+
+from ..features import (
+    FEATURE_STATS_FILE,
+    FeatureReplay,
+    FeatureStatsError,
+    compute_feature_stats,
+    embeddings,
+    load_feature_stats,
+)
+from .build import build_adapter
+from .classifier import grow_classifier, imprint, set_labels
+from .gates import PrototypeGate, calibrate_gate
+from .options import METHODS, AdaptError, AdaptOptions
+from .references import References, label_name, load_references
+from .store import GATE_FILE, METADATA_FILE, adapter_size_bytes, load_adapter, save_adapter
+
+__all__ = [
+    "FEATURE_STATS_FILE", "GATE_FILE", "METADATA_FILE", "METHODS", "AdaptError", "AdaptOptions", "FeatureReplay",
+    "FeatureStatsError",
+    "PrototypeGate", "References", "adapter_size_bytes", "build_adapter", "calibrate_gate", "compute_feature_stats",
+    "embeddings", "grow_classifier", "imprint", "label_name", "load_adapter", "load_feature_stats",
+    "load_references", "save_adapter", "set_labels",
+]

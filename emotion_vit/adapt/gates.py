@@ -1,0 +1,117 @@
+"""The "prototype" method: a calibrated gate per referenced label on the frozen model's embedding."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import FEATURE_STATS_FILE, FeatureReplay, embeddings, load_feature_stats
+from ..model import EmotionModel
+from ..transforms import Preprocessing, training_augmentation
+from .classifier import set_labels
+from .options import AdaptError, AdaptOptions
+from .references import References
+
+logger = logging.getLogger(__name__)
+
+
+class PrototypeGate(nn.Module):
+    """The base classifier plus one calibrated gate per referenced label:
+
+        p = (1 - sum_j g_j) * softmax(base logits) + sum_j g_j * onehot(label_j)
+        g_j = sigmoid((cos(feature, prototype_j) - threshold_j) / temperature_j)
+
+    returned as log p, so that softmax(output) == p: every caller (pipeline, flip TTA, API) treats
+    it as logits. While no gate is open the base model's probabilities are unchanged."""
+
+    def __init__(self, base: nn.Linear, num_labels: int, prototypes: torch.Tensor, thresholds: torch.Tensor,
+                 temperatures: torch.Tensor, targets: torch.Tensor):
+        super().__init__()
+        self.base, self.num_labels = base, num_labels
+        self.register_buffer("prototypes", prototypes.float())  # (gates, features), unit length
+        self.register_buffer("thresholds", thresholds.float())
+        self.register_buffer("temperatures", temperatures.float())
+        self.register_buffer("targets", targets.long())  # each gate's output column
+
+    def gates(self, features: torch.Tensor) -> torch.Tensor:
+        similarity = F.normalize(features.float(), dim=-1) @ self.prototypes.T
+        gates = torch.sigmoid((similarity - self.thresholds) / self.temperatures)
+        return gates / gates.sum(-1, keepdim=True).clamp(min=1.0)  # several open gates share the mass
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        probabilities = F.pad(self.base(features).float().softmax(-1), (0, self.num_labels - self.base.out_features))
+        gates = self.gates(features)
+        mixed = (probabilities * (1 - gates.sum(-1, keepdim=True))).index_add(1, self.targets, gates)
+        return mixed.clamp_min(1e-12).log()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: buffer.contiguous() for name, buffer in self.named_buffers()}
+
+def label_views(grays: list[np.ndarray], count: int, preprocessing: Preprocessing, augment) -> torch.Tensor:
+    """Each reference as it is and mirrored, then augmented views until `count`."""
+    images = [view for gray in grays for view in (gray, gray[:, ::-1])]
+    images += [augment(image=grays[i % len(grays)])["image"] for i in range(max(count - len(images), 0))]
+    return preprocessing.normalize([preprocessing.resize(np.ascontiguousarray(image)) for image in images])
+
+def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
+    """Unit-length real features of the base classes (the bank in feature_stats), or samples of their
+    Gaussians, with their labels."""
+    stats = load_feature_stats(base)
+    if stats is None:
+        return None
+    if "bank_features" in stats:
+        features, ids = stats["bank_features"].float(), stats["bank_labels"]
+    else:  # statistics written before the bank existed
+        logger.warning("%s: feature statistics without a bank; calibrating on Gaussian samples", base.name)
+        generator = torch.Generator().manual_seed(options.seed)
+        features, ids = FeatureReplay(stats).sample(4096, generator)
+    return F.normalize(features, dim=-1), [base.labels[int(i)] for i in ids]
+
+def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A label's prototype (the mean direction of its views' unit embeddings), the cosine threshold
+    that `false_positive_rate` of the unit `negatives` pass, and the gate's temperature."""
+    prototype = F.normalize(views.mean(0), dim=0)
+    similarity = negatives @ prototype
+    return prototype, torch.quantile(similarity, 1 - false_positive_rate), (similarity.std() / 8).clamp(min=1e-3)
+
+def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], options: AdaptOptions,
+                 progress) -> dict:
+    """Install a PrototypeGate on `model`: one prototype and calibrated threshold per referenced label."""
+    augment = training_augmentation(options.augmentation_strength, options.seed)
+    referenced = list(dict.fromkeys(refs.labels))
+    views = {}
+    for i, label in enumerate(referenced):
+        grays = [base.preprocessing.gray(crop) for crop, name in zip(refs.crops, refs.labels) if name == label]
+        views[label] = F.normalize(embeddings(model, label_views(
+            grays, options.views_per_label, base.preprocessing, augment)).float(), dim=-1)
+        progress(0.8 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
+    bank = _negatives(base, options)
+    prototypes, thresholds, temperatures, calibration = [], [], [], {}
+    for label in referenced:
+        negatives = [views[other] for other in referenced if other != label]
+        if bank is not None:
+            features, names = bank
+            negatives.append(features[[name != label for name in names]])
+        if sum(len(n) for n in negatives) < 20:
+            raise AdaptError(
+                f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base.name} "
+                f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
+                f"hold no other label; add references of another label, or use the lora method")
+        prototype, threshold, temperature = calibrate_gate(views[label], torch.cat(negatives),
+                                                           options.false_positive_rate)
+        prototypes.append(prototype)
+        thresholds.append(threshold)
+        temperatures.append(temperature)
+        calibration[label] = {
+            "threshold": round(float(threshold), 4),
+            "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3),
+        }
+    model.classifier = PrototypeGate(model.classifier, len(labels), torch.stack(prototypes), torch.stack(thresholds),
+                                     torch.stack(temperatures), torch.tensor([labels.index(x) for x in referenced]))
+    set_labels(model, labels)
+    return {"gates": calibration, "negatives": "feature bank" if bank is not None else "other references"}

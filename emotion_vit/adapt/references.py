@@ -1,0 +1,87 @@
+"""Reference faces: `folder/<label>/*` images (or uploads), each cut as the live view cuts it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..crop import CropGeometry, find_faces
+from ..detect import FaceDetector
+from ..images import IMAGE_SUFFIXES, as_rgb_uint8, read_image
+from ..labels import UnknownLabelError, canonical_label
+from .options import AdaptError
+
+
+@dataclass
+class References:
+    """Face crops with their labels, and the files that gave no face."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason"
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(self.labels))
+
+    def add_image(self, image, label: str, source: str, detector: FaceDetector | None,
+                  geometry: CropGeometry | None = None) -> bool:
+        """Add the largest face of `image` (any RGB/gray array) under `label`, cut as the live view cuts it
+        (a face-sized image is taken whole); without a detector the image is taken as a face crop.
+        Returns False, and notes why, when there is no face."""
+        if detector is None:
+            crop = image
+        else:
+            image = as_rgb_uint8(image)
+            faces = find_faces(detector, image)
+            if not faces:
+                self.skipped.append(f"{source}: no face found")
+                return False
+            crop = (geometry or CropGeometry()).face_crop(image, faces[0])
+        self.crops.append(crop)
+        self.labels.append(label_name(label))
+        self.sources.append(source)
+        return True
+
+def label_name(folder: str) -> str:
+    """A folder's label: a known emotion in its canonical spelling, else a new label (lower-case)."""
+    try:
+        return canonical_label(folder)
+    except UnknownLabelError:
+        name = re.sub(r"[^a-z0-9_-]+", "_", folder.strip().lower()).strip("_")
+        if not name:
+            raise AdaptError(f"label folder {folder!r} has no usable name") from None
+        return name
+
+def load_references(folder: str | Path, detector: FaceDetector | None,
+                    geometry: CropGeometry | None = None) -> References:
+    """Read `folder/<label>/*` images and crop the largest face of each (no detector: images are crops)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdaptError(f"references folder not found: {folder}")
+    refs = References()
+    label_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not label_dirs:
+        raise AdaptError(f"{folder}: no label folders (expected {folder}/<label>/<images>)")
+    for label_dir in label_dirs:
+        for path in sorted(p for p in label_dir.rglob("*") if p.is_file()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                refs.skipped.append(f"{path}: not an image file")
+                continue
+            try:
+                refs.add_image(read_image(path), label_dir.name, str(path), detector, geometry)
+            except ValueError as error:
+                refs.skipped.append(f"{path}: {error}")
+    if not refs.crops:
+        details = "; ".join(refs.skipped[:5]) or "the label folders are empty"
+        raise AdaptError(f"{folder}: no usable reference face ({details})")
+    empty = [d for d in label_dirs if label_name(d.name) not in refs.labels]
+    if empty:  # a label left out silently would make an adapter that never learned it
+        why = "; ".join(s for s in refs.skipped if any(s.startswith(str(d)) for d in empty)) or "no images"
+        raise AdaptError(f"{folder}: no usable reference face for {', '.join(d.name for d in empty)} ({why}); "
+                         "for photos that are already face crops, use --already-cropped")
+    return refs

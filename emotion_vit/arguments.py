@@ -1,0 +1,107 @@
+"""The training run's arguments: which model, which data, and the Trainer's own with a chunk budget.
+
+Recipes (configs/*.yaml) and command-line flags fill these dataclasses (emotion_vit/config.py);
+each setting is declared here once, with its help text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .data import DataOptions
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a checkpoint to fine-tune, or a new one built from a config."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of an image classifier to fine-tune; "
+            "unset: build a new model from model_type/model_config."
+        },
+    )
+    model_type: str = field(
+        default="vit", metadata={"help": "transformers model type for a new model (vit, pvt_v2, deit, ...)."}
+    )
+    model_config: dict | str | None = field(default=None, metadata={
+        "help": "Config values for a new model (JSON object), e.g. {\"hidden_size\": 192, \"num_hidden_layers\": 6}."})
+    image_size: int = field(
+        default=48, metadata={"help": "Input resolution; faces are resized to image_size x image_size."}
+    )
+    image_mean: float = field(default=0.5, metadata={"help": "Normalisation mean (same for all channels)."})
+    image_std: float = field(default=0.5, metadata={"help": "Normalisation std (same for all channels)."})
+    teacher_model: str | None = field(default=None, metadata={
+        "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style."})
+    distillation: str = field(
+        default="hard",
+        metadata={
+            "help": "hard: learn the teacher's top class (DeiT's better variant); "
+            "soft: its temperature-scaled probabilities.",
+            "choices": ["hard", "soft"],
+        },
+    )
+    distillation_alpha: float = field(
+        default=0.5, metadata={"help": "Weight of the distillation term (the rest: the labels)."}
+    )
+    distillation_temperature: float = field(default=2.0, metadata={"help": "Temperature of soft distillation."})
+
+    def __post_init__(self):
+        if isinstance(self.model_config, str):
+            self.model_config = json.loads(self.model_config)
+        self.model_config = self.model_config or {}
+
+
+@dataclass
+class DataArguments:
+    """Where the faces come from and how they are augmented and weighted."""
+
+    data: str | None = field(default=None, metadata={
+        "help": "Image-folder tree or archive (.zip/.tar), fer2013.csv, or a hub data set name."})
+    image_column: str | None = field(default=None, metadata={"help": "Hub data sets: the image column."})
+    label_column: str | None = field(default=None, metadata={"help": "Hub data sets: the label column."})
+    hub_config: str | None = field(default=None, metadata={"help": "Hub data sets: the configuration name."})
+    skip_bad_images: bool = field(
+        default=False, metadata={"help": "Skip and count unreadable images instead of stopping."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Stratified validation share when the source has no validation split."}
+    )
+    exclude_labels: list[str] = field(
+        default_factory=list, metadata={"help": "Classes to leave out (held-out-class studies)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training images (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many validation images (quick runs)."}
+    )
+    augmentation_strength: float = field(
+        default=1.0, metadata={"help": "Scales the augmentation ranges; 0 turns augmentation off."}
+    )
+    mix_prob: float = field(default=0.0, metadata={"help": "Probability that a batch is mixed by MixUp or CutMix."})
+    detector_framing: str | None = field(default=None, metadata={
+        "help": "A crop-geometry fit (bench/crop_geometry.py --output): re-frame training faces with its measured "
+                "detector jitter, as the live crop sees them."})
+    detector_framing_prob: float = field(default=0.5, metadata={"help": "Share of training faces re-framed so."})
+    class_weighting: str = field(default="sqrt_inverse", metadata={
+        "help": "Loss weights against class imbalance: none, sqrt_inverse (1/sqrt(freq)) or inverse (1/freq).",
+        "choices": ["none", "sqrt_inverse", "inverse"]})
+
+    def options(self, seed: int) -> DataOptions:
+        return DataOptions(image_column=self.image_column, label_column=self.label_column,
+                           skip_bad_images=self.skip_bad_images, validation_fraction=self.validation_fraction,
+                           seed=seed, exclude_labels=list(self.exclude_labels), hub_config=self.hub_config)
+
+
+@dataclass
+class EmotionTrainingArguments(TrainingArguments):
+    """transformers' `TrainingArguments` plus a time budget per invocation, for runs that span sessions."""
+
+    chunk_hours: float | None = field(default=None, metadata={
+        "help": "Stop at the first epoch end after this many hours, with a checkpoint; the same command "
+                "resumes there exactly (model, optimizer, schedule, random states, data order)."})

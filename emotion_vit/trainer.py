@@ -1,0 +1,144 @@
+"""The loss and the Trainer: class weights, label smoothing, MixUp/CutMix, distillation, weight reloads."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import AutoModelForImageClassification, Trainer
+
+from .arguments import ModelArguments
+from .metrics import EmotionMetrics, flat_metrics
+from .transforms import BatchMixer
+
+logger = logging.getLogger(__name__)
+
+
+def class_weights(labels: list[int], num_labels: int, scheme: str) -> torch.Tensor | None:
+    """Loss weights from training-set frequencies, normalised to mean 1 (so the LR means the same)."""
+    if scheme == "none":
+        return None
+    counts = Counter(labels)
+    freq = torch.tensor([max(counts.get(i, 0), 1) for i in range(num_labels)], dtype=torch.float)
+    weights = freq.pow(-0.5) if scheme == "sqrt_inverse" else freq.reciprocal()
+    return weights * num_labels / weights.sum()
+
+
+@dataclass
+class EmotionLoss:
+    """Cross-entropy with class weights and label smoothing; also takes MixUp/CutMix soft labels."""
+
+    weights: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        weights = None if self.weights is None else self.weights.to(logits.device, logits.dtype)
+        if labels.dim() == 1:
+            return F.cross_entropy(logits, labels, weight=weights, label_smoothing=self.label_smoothing)
+        targets = labels * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
+        per_class = -targets * F.log_softmax(logits, dim=-1)
+        if weights is not None:  # weight each example by its (mixed) class, as weighted CE does
+            per_example = (per_class * weights).sum(-1)
+            return per_example.sum() / (labels * weights).sum()
+        return per_class.sum(-1).mean()
+
+
+class EmotionTrainer(Trainer):
+    """The Trainer, with MixUp/CutMix in training steps and checkpoint reloads through `from_pretrained`.
+
+    Mixing happens in `compute_loss` while the model is in training mode: the data collator
+    also serves evaluation, which must see the real images and labels.
+
+    transformers 5 renamed some models' modules (ViT: `encoder.layer.N.attention.attention.query`
+    became `layers.N.attention.q_proj`) but still saves the old names. The Trainer reloads
+    checkpoints (resume, load_best_model_at_end) with a plain `load_state_dict`, which warns
+    about unexpected keys and leaves those layers as they were (transformers issues #43701,
+    #48805). `from_pretrained` applies the renaming, so weights are read through it.
+    """
+
+    def __init__(self, *args, mixer: BatchMixer | None = None, teacher=None, model_args: ModelArguments | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixer = mixer
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.model_args = model_args
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.mixer is not None and model.training:
+            inputs = dict(inputs)
+            inputs["pixel_values"], inputs["labels"] = self.mixer(inputs["pixel_values"], inputs["labels"])
+        if self.teacher is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        loss = (1 - self.model_args.distillation_alpha) * loss + \
+            self.model_args.distillation_alpha * self._distillation_loss(outputs.logits, inputs["pixel_values"])
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.teacher.to(pixel_values.device)
+        size = self.teacher.config.image_size if hasattr(self.teacher.config, "image_size") else None
+        if isinstance(size, int) and size != pixel_values.shape[-1]:  # same normalisation, other resolution
+            pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
+        return self.teacher(pixel_values=pixel_values).logits.float()
+
+    def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        teacher = self._teacher_logits(pixel_values)
+        if self.model_args.distillation == "hard":
+            return F.cross_entropy(logits, teacher.argmax(-1))
+        temperature = self.model_args.distillation_temperature
+        return F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                        log_target=True, reduction="batchmean") * temperature ** 2
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if not self._reload_weights(resume_from_checkpoint, model or self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        logger.info("loading the best model from %s (%s %.4f)", self.state.best_model_checkpoint,
+                    self.args.metric_for_best_model, self.state.best_metric)
+        if not self._reload_weights(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
+
+    @staticmethod
+    def _reload_weights(checkpoint: str, model) -> bool:
+        if (
+            not isinstance(model, transformers.PreTrainedModel)
+            or not (Path(checkpoint) / "model.safetensors").is_file()
+        ):
+            return False  # adapters, sharded or distributed checkpoints: the Trainer's own path
+        saved = type(model).from_pretrained(checkpoint, config=model.config)
+        model.load_state_dict(saved.state_dict(), strict=True)
+        return True
+
+
+def load_teacher(name: str | None, labels: list[str]):
+    """The distillation teacher: a classifier whose labels are the student's, in the same order."""
+    if not name:
+        return None
+    teacher = AutoModelForImageClassification.from_pretrained(name)
+    teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    if teacher_labels != list(labels):
+        raise ValueError(f"teacher {name} has labels {teacher_labels}, the student {list(labels)}")
+    logger.info("distilling from %s (%s)", name, type(teacher).__name__)
+    return teacher
+
+
+def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.stack([e["labels"] for e in examples])}
+
+
+def make_compute_metrics(labels: list[str]):
+    def compute_metrics(eval_prediction) -> dict[str, float]:
+        metric = EmotionMetrics(labels=labels)
+        predictions = np.argmax(eval_prediction.predictions, axis=-1)
+        return flat_metrics(metric.compute(predictions=predictions, references=eval_prediction.label_ids))
+    return compute_metrics
