@@ -121,9 +121,16 @@ class UploadedFiles(gr.File):
 
     is_template = True  # served with gr.File's front end
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.data_model = AnyPayload
+    # No __init__ of its own: Gradio builds a component's page config from its __init__ signature, and
+    # an (*args, **kwargs) one dropped label, file_count and file_types. gr.File's __init__ assigns its
+    # data model; this property keeps ours (every payload is checked in preprocess).
+    @property
+    def data_model(self):
+        return AnyPayload
+
+    @data_model.setter
+    def data_model(self, value) -> None:
+        pass
 
     def preprocess(self, payload):
         value = payload.root if isinstance(payload, GradioRootModel) else payload

@@ -1,0 +1,73 @@
+"""The JSON API for `gradio_client`: /analyze, /list_adapters and /health.
+
+Endpoints are methods of `Api` so that Gradio reads their type hints and docstrings (it documents
+each parameter from them), with the service they call bound once.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..detect import DETECTOR_BACKENDS
+from ..images import read_image
+from ..service import NO_ADAPTER, EmotionService
+from ..uploads import refuse, score_threshold_value, uploaded_file
+from .controls import INFERENCE
+
+
+class Api:
+    def __init__(self, service: EmotionService):
+        self.service = service
+
+    def analyze(
+        self,
+        image: gr.FileData,
+        detector: str = "retinaface",
+        score_threshold: float = 0.6,
+        adapter: str = NO_ADAPTER,
+        key: str = "",
+    ) -> dict:
+        """Find every face in an image and classify its emotion.
+
+        Args:
+            image: the image file (JPEG, PNG, WebP, ...; any size).
+            detector: face detector, "retinaface" or "yunet".
+            score_threshold: minimum detector confidence for a face (0-1).
+            adapter: name of a personalised adapter, or "none" for the base model.
+            key: your adapter key (16+ characters): the adapters you built under it become usable.
+        Returns:
+            {faces: [{box, score, label, probabilities, track_id, landmarks}], model, adapter, detector, image,
+            timings_ms}
+        """
+        path = uploaded_file(image)
+        if detector not in DETECTOR_BACKENDS:
+            raise refuse(f"unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}")
+        if not isinstance(adapter, str) or not isinstance(key, str):
+            raise refuse("adapter must be an adapter's name, or \"none\"; key a text.")
+        threshold = score_threshold_value(score_threshold)
+        try:
+            analysis = self.service.analyze(read_image(path), detector=detector, score_threshold=threshold,
+                                            adapter=adapter, key=key)
+            return self.service.describe(analysis, detector, adapter, key)
+        except ValueError as error:
+            raise refuse(str(error)) from None
+
+    def list_adapters(self, key: str = "") -> list[str]:
+        """Names of the adapters you may use: those built under your key (16+ characters), and the server's own."""
+        if not isinstance(key, str):
+            raise refuse("key must be a text.")
+        try:
+            return self.service.adapter_names(key)
+        except ValueError as error:
+            raise refuse(str(error)) from None
+
+    def health(self) -> dict:
+        """Whether the model answers: {status: "ok" | "failing", model}."""
+        return self.service.health()
+
+    def register(self) -> None:
+        """Add the endpoints to the Blocks being built."""
+        gr.api(self.analyze, api_name="analyze", concurrency_id=INFERENCE)
+        gr.api(self.list_adapters, api_name="list_adapters")
+        # Outside the model's concurrency group: a busy queue must not look like a dead server.
+        gr.api(self.health, api_name="health", concurrency_limit=None)

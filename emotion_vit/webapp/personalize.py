@@ -1,0 +1,134 @@
+"""The Personalize tab: reference faces per label, shown as taken, and adapters built and deleted under a key.
+
+References live in this session's memory until an adapter is built; only the adapter is saved.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from ..adapt import AdaptError, References
+from ..images import read_image
+from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
+from ..uploads import UploadedFiles, UploadedImage, refuse
+from .controls import INFERENCE, Controls, adapter_lists
+
+
+def reference_summary(refs: References) -> str:
+    if not refs.crops:
+        return "No references yet."
+    counts = ", ".join(f"**{label}** {count}" for label, count in refs.counts().items())
+    note = f"\n\nSkipped: {'; '.join(Path(s).name for s in refs.skipped[-5:])}" if refs.skipped else ""
+    return f"{len(refs.crops)} reference face(s): {counts}.{note}"
+
+
+def reference_gallery(refs: References) -> list[tuple]:
+    """The face taken from each reference, captioned with its label and source: a crowd photo shows which face."""
+    return [(crop, f"{label}: {source}") for crop, label, source in zip(refs.crops, refs.labels, refs.sources)]
+
+
+def add_references(service: EmotionService, files=None, capture=None, label: str | None = None,
+                   refs: References | None = None):
+    """Add the largest face of each photo (and of a webcam capture) under `label`; either may be left out."""
+    settings = service.settings
+    refs = refs or References()
+    label = (label or "").strip()
+    if not label:
+        raise refuse("Type the label these references show (an emotion, or a new one such as 'confused').")
+    images = []
+    for path in files or []:
+        try:
+            images.append((Path(path).name, read_image(path)))
+        except ValueError as error:  # a broken upload is noted, the others still count
+            refs.skipped.append(f"{Path(path).name}: {error}")
+    if capture is not None:
+        images.append(("webcam capture", capture))
+    if not images:
+        raise refuse("Add one or more photos, or capture one with the webcam.")
+    if len(refs.crops) + len(images) > settings.max_references:
+        raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
+    found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry)
+                for name, image in images)
+    if not found:
+        gr.Warning("No face found in these images.")
+    return refs, reference_summary(refs), reference_gallery(refs)
+
+
+def clear_references():
+    return References(), reference_summary(References()), []
+
+
+def build(service: EmotionService, name: str, refs: References | None, key: str,
+          progress=gr.Progress()):  # noqa: B008 (Gradio's progress parameter)
+    if refs is None or not refs.crops:
+        raise refuse("Add reference faces first.")
+    try:
+        metadata = service.build_adapter(refs, name or "", key, progress=lambda f, message: progress(f, desc=message))
+    except (AdaptError, ValueError) as error:
+        raise refuse(str(error)) from None
+    message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
+               f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
+               "It is now in use (Settings › Adapter).")
+    return message, *adapter_lists(service, key, selected=metadata["name"])
+
+
+def delete(service: EmotionService, name: str, key: str):
+    try:
+        service.delete_adapter(name, key)
+    except ValueError as error:
+        raise refuse(str(error)) from None
+    usable, own = adapter_lists(service, key)
+    return f"Deleted adapter **{name}**.", {**usable, "value": NO_ADAPTER}, own
+
+
+def restore_key(service: EmotionService, stored: str | None):
+    """On page load: this browser's adapter key (a new random one on a first visit) and its adapters."""
+    key = stored if isinstance(stored, str) and len(stored) >= MIN_KEY_LENGTH else secrets.token_hex(16)
+    return key, key, *adapter_lists(service, key)
+
+
+def change_key(service: EmotionService, key: str):
+    return key, *adapter_lists(service, key)
+
+
+def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.BrowserState) -> gr.Dropdown:
+    """The tab's layout and events; returns the dropdown of the visitor's own adapters (filled on page load)."""
+    gr.Markdown(
+        "Teach the model your room, your students or a new expression from a few labelled photos: "
+        "pick a label (one of the 7 emotions, or a new one such as *confused*), add photos or a webcam "
+        "capture, repeat for other labels, then build an adapter (under a minute). Photos stay in "
+        "memory; only the adapter's weights are saved.")
+    refs = gr.State(None)
+    with gr.Row():
+        label = gr.Textbox(label="Label", placeholder="happy, surprise, confused, ...",
+                           info="The expression these photos show.")
+        files = UploadedFiles(file_count="multiple", file_types=["image"], label="Photos")
+        capture = UploadedImage(sources=["webcam"], type="numpy", label="or capture", value=None)
+    with gr.Row():
+        add_button = gr.Button("Add references")
+        clear_button = gr.Button("Clear references", size="sm")
+    summary = gr.Markdown(reference_summary(References()), label="References")
+    gallery = gr.Gallery(label="The face taken from each reference", columns=8, height=220, object_fit="contain")
+    with gr.Row():
+        name = gr.Textbox(label="Adapter name", placeholder="room-12", info="Letters, digits, '.', '_' or '-'.")
+        build_button = gr.Button("Build adapter", variant="primary")
+    result = gr.Markdown(label="Result")
+    with gr.Row():
+        existing = gr.Dropdown([], label="Your adapters", value=None, allow_custom_value=True)  # the service checks
+        delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
+    controls.key.render()
+    add_button.click(partial(add_references, service), [files, capture, label, refs], [refs, summary, gallery],
+                     api_name="add_references", concurrency_id=INFERENCE
+                     ).success(lambda: (None, None), None, [files, capture], api_visibility="private")
+    clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references")
+    build_button.click(partial(build, service), [name, refs, controls.key], [result, controls.adapter, existing],
+                       api_name="build_adapter", concurrency_id=INFERENCE)
+    delete_button.click(partial(delete, service), [existing, controls.key], [result, controls.adapter, existing],
+                        api_name="delete_adapter")
+    controls.key.change(partial(change_key, service), [controls.key], [stored_key, controls.adapter, existing],
+                        api_visibility="private")
+    return existing

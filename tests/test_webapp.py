@@ -1,0 +1,110 @@
+"""What a teacher sees, callback by callback: the Live tab's answers, the mood timeline and session report,
+the Photo tab's table and JSON download, the faces taken from references, labels readable at any size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from emotion_vit.adapt import References
+from emotion_vit.annotate import draw_faces, emotion_color
+from emotion_vit.mood import MoodTimeline
+from emotion_vit.pipeline import FaceEmotion
+from emotion_vit.report import write_session_report
+from emotion_vit.service import AppSettings, EmotionService
+from emotion_vit.webapp.live import live_step, reset_live, session_report
+from emotion_vit.webapp.personalize import add_references, reference_gallery
+from emotion_vit.webapp.photo import photo_step
+
+ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def service() -> EmotionService:
+    return EmotionService(AppSettings())
+
+
+def test_mood_timeline_bins_shares_and_keeps_the_whole_session():
+    mood = MoodTimeline(labels=["happy", "sad"], history_s=3600)
+    t0 = 1_700_000_000.0
+    for second in range(600):  # ten minutes: 2 faces a second, one happy; sad only in the last minute
+        mood.add(["happy", "sad" if second >= 540 else "happy"], timestamp=t0 + second)
+    plot = mood.table(window_s=300, points=60)
+    assert plot["seconds"].min() == 300 and plot["seconds"].max() <= 599  # the last 5 minutes only
+    assert len(plot) == 2 * 60 and plot.groupby("seconds")["share"].sum().round(6).eq(1).all()
+    assert pytest.approx(plot[(plot.emotion == "sad")]["share"].iloc[-1]) == 0.5
+    assert mood.current(seconds=5) == {"happy": 0.5, "sad": 0.5}
+    report = mood.report(bin_s=60)
+    assert list(report.columns) == ["time_utc", "seconds", "faces_seen", "happy", "sad"]
+    assert len(report) == 10 and report["faces_seen"].tolist() == [120] * 10  # the whole session, not 5 minutes
+    assert report["sad"].tolist() == [0.0] * 9 + [0.5] and report["time_utc"][0] == "2023-11-14 22:13:20"
+    mood.add([], timestamp=t0 + 700)  # no face: nothing recorded
+    assert max(mood.seconds) == 599
+
+
+def test_session_report_is_a_csv_and_a_plot_with_no_faces(tmp_path):
+    mood = MoodTimeline(labels=["happy", "sad", "confused"])
+    with pytest.raises(ValueError, match="No faces seen"):
+        write_session_report(mood)
+    for second in range(30):
+        mood.add(["happy", "confused"], timestamp=1000.0 + second)
+    csv_path, png_path = write_session_report(mood)
+    table = pd.read_csv(csv_path)
+    assert table[["happy", "sad", "confused"]].iloc[0].tolist() == [0.5, 0.0, 0.5]
+    plot = Image.open(png_path)
+    assert plot.format == "PNG" and plot.size[0] >= 800
+    pixels = np.asarray(plot.convert("RGB")).reshape(-1, 3)
+    assert (np.abs(pixels - np.array(emotion_color("happy"))).sum(1) < 30).any()  # the line in happy's colour
+
+
+def test_live_step_answers_with_the_largest_face_named_and_the_speed(service):
+    frame = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    inputs = ("retinaface", 0.6, 0.6, False, "none", "")
+    annotated, largest, rows, plot, now, speed, session = live_step(service, frame, None, *inputs)
+    assert annotated.shape == frame.shape and len(rows) == 1 and rows[0][0] == "#1"
+    assert largest["label"] == "Largest face (#1)" and set(largest["value"]) == set(service.model.labels)
+    assert isinstance(plot, pd.DataFrame) and set(now) == set(service.model.labels)
+    assert "frames/s" in speed and "ms per frame" in speed and "1 face(s)" in speed
+    again = live_step(service, frame, session, *inputs)
+    assert again[-1] is session and again[2][0][0] == "#1"  # the same track
+    assert len(session.mood.seconds) >= 1
+    assert [path.rsplit("/", 1)[-1] for path in session_report(session)] == ["mood.csv", "mood.png"]
+    for bad_frame, detector in ((np.zeros((5, 5, 7), np.uint8), "retinaface"), (frame, "haar")):
+        skipped = live_step(service, bad_frame, session, detector, *inputs[1:])  # a bad frame or setting
+        assert skipped[-1] is session and skipped[0] is not None  # the stream goes on, the picture unchanged
+    cleared = reset_live(service, "none", "")
+    assert cleared[1]["label"] == "Largest face" and not cleared[-1].mood.seconds
+
+
+def test_photo_step_gives_a_table_a_summary_and_the_json(service, tmp_path):
+    outputs = photo_step(service, str(ASTRONAUT), "retinaface", 0.6, False, "none", "")
+    annotated, rows, note, download = outputs
+    assert annotated.shape[:2] == (512, 512) and rows[0][0] == "#1" and rows[0][1] in service.model.labels
+    assert "1 face(s) found" in note and "emotion-vit-fer2013" in note
+    answer = json.loads(open(download["value"]).read())
+    assert answer["faces"][0]["label"] == rows[0][1] and answer["adapter"] == "none" and download["visible"]
+    assert photo_step(service, None, "retinaface", 0.6, False, "none", "") == (
+        None, [], "", {"__type__": "update", "value": None, "visible": False})  # no stale answer
+
+
+def test_the_face_taken_from_each_reference_is_shown_with_its_source(service):
+    refs, summary, gallery = add_references(service, [str(ASTRONAUT)], None, "happy", None)
+    assert "**happy** 1" in summary and len(gallery) == 1
+    crop, caption = gallery[0]
+    assert caption == "happy: astronaut.jpg" and crop.shape[0] < 400  # the face, not the whole photo
+    assert reference_gallery(References()) == []
+
+
+def test_labels_are_readable_on_small_faces_in_large_photos():
+    photo = np.zeros((3000, 4000, 3), np.uint8)
+    face = FaceEmotion(box=(100.0, 300.0, 140.0, 340.0), score=0.9, label="happy",
+                       probabilities={"happy": 0.9, "sad": 0.1}, track_id=None, landmarks=None)
+    drawn = draw_faces(photo, [face], max_side=None)
+    label_rows = np.flatnonzero((np.abs(drawn[:, 100:110].astype(int) - emotion_color("happy")).sum(-1) < 5).any(1))
+    label_height = label_rows.max() - label_rows.min()
+    assert label_height >= 0.015 * 4000  # shrunk to a 1000 px wide page, still >= 15 px tall
