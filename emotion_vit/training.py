@@ -83,8 +83,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
-        compute_loss_func=loss,
-        mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
+        compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
         teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args,
         callbacks=[augmentation_state, ChunkLog(), *([chunk] if chunk else [])])
 

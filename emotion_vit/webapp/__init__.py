@@ -53,11 +53,20 @@ def build_app(service: EmotionService) -> gr.Blocks:
 
 
 def launch(app: gr.Blocks, host: str, port: int, share: bool = False, max_file_mb: int = MAX_FILE_MB,
-           queue_size: int = QUEUE_SIZE, **kwargs):
-    """Serve `app`: one model call at a time, a bounded queue, bounded uploads."""
-    return app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
+           queue_size: int = QUEUE_SIZE, prevent_thread_lock: bool = False, quiet: bool = False, **kwargs):
+    """Serve `app`: one model call at a time, a bounded queue, bounded uploads. Prints where it listens
+    (Gradio's own start text would advise `share=True` in code; here that is `--share`)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks, one line per request
+    result = app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
         server_name=host, server_port=port, share=share, show_error=True, max_file_size=f"{max_file_mb}mb",
-        i18n=BUTTON_TEXTS, app_kwargs={"exception_handlers": {KeyError: unknown_endpoint}}, **kwargs)
+        i18n=BUTTON_TEXTS, app_kwargs={"exception_handlers": {KeyError: unknown_endpoint}},
+        prevent_thread_lock=True, quiet=True, **kwargs)
+    if not quiet:
+        public = f"* Public link: {app.share_url}" if app.share_url else "* For a temporary public link: --share"
+        print(f"* Running on {app.local_url}\n{public}", flush=True)
+    if not prevent_thread_lock:
+        app.block_thread()
+    return result
 
 
 async def unknown_endpoint(request, error: KeyError) -> JSONResponse:
