@@ -73,7 +73,8 @@ def test_live_step_answers_with_the_largest_face_named_and_the_speed(service):
     again = live_step(service, frame, session, *inputs)
     assert again[-1] is session and again[2][0][0] == "#1"  # the same track
     assert len(session.mood.seconds) >= 1
-    assert [path.rsplit("/", 1)[-1] for path in session_report(session)] == ["mood.csv", "mood.png"]
+    report = session_report(session)
+    assert report["visible"] and [path.rsplit("/", 1)[-1] for path in report["value"]] == ["mood.csv", "mood.png"]
     for bad_frame, detector in ((np.zeros((5, 5, 7), np.uint8), "retinaface"), (frame, "haar")):
         skipped = live_step(service, bad_frame, session, detector, *inputs[1:])  # a bad frame or setting
         assert skipped[-1] is session and skipped[0] is not None  # the stream goes on, the picture unchanged

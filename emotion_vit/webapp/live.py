@@ -95,14 +95,15 @@ def reset_live(service: EmotionService, adapter, key):
     return None, gr.update(value=None, label="Largest face"), [], None, None, "", new_session(service, adapter, key)
 
 
-def session_report(session: LiveSession | None) -> list[str]:
-    """The class's mood over the session, as mood.csv and mood.png (shares only, never faces)."""
+def session_report(session: LiveSession | None):
+    """The class's mood over the session, as mood.csv and mood.png (shares only, never faces), shown for download."""
     if session is None:
         raise refuse("No faces seen yet: start the webcam first.")
     try:
-        return [str(path) for path in write_session_report(session.mood)]
+        files = [str(path) for path in write_session_report(session.mood)]
     except ValueError as error:
         raise refuse(str(error)) from None
+    return gr.update(value=files, visible=True)
 
 
 def mood_colors(service: EmotionService) -> dict[str, str]:
@@ -121,7 +122,8 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
     speed = gr.Markdown(label="Speed")
     with gr.Row():
         largest = gr.Label(num_top_classes=None, label="Largest face")  # all labels, an adapter's too
-        table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Per-face results", interactive=False, wrap=True)
+        table = gr.Dataframe(headers=FACE_TABLE_COLUMNS, label="Per-face results", interactive=False, wrap=True,
+                             max_height=420)
     with gr.Row():
         # Starts empty (None): an untyped empty frame would fix the axes as categories for good.
         mood = gr.LinePlot(None, x="seconds", y="share", color="emotion", y_lim=[0, 1], height=300, scale=3,
@@ -132,7 +134,7 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
         reset = gr.Button("Reset tracks and mood", size="sm")
         report_button = gr.Button("Session report (CSV and PNG)", size="sm")
     report_files = gr.File(label="Session report: the class's mood over the session (no faces)",
-                           file_count="multiple", interactive=False)
+                           file_count="multiple", interactive=False, visible=False)
     outputs = [annotated, largest, table, mood, now, speed, session]
     webcam.stream(partial(live_step, service), [webcam, session, controls.detector, controls.threshold,
                                                 controls.smoothing, controls.align, controls.adapter, controls.key],
