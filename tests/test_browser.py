@@ -332,6 +332,8 @@ def test_an_adapter_built_in_the_browser_shows_its_faces_and_labels_live(browser
     with screenshot_on_failure(page, tmp_path / "adapter_failure.png"):
         tab = open_tab(page, "Personalize")
         sync_api.expect(tab.get_by_label("Your adapter key")).to_have_value(re.compile(r"^[0-9a-f]{32}$"))
+        tab.get_by_role("button", name="Build adapter", exact=True).click()  # nothing to build from yet
+        sync_api.expect(page.get_by_text("Add reference faces first.")).to_be_visible()
         tab.get_by_label("Label").fill("confused")
         labelled_block(tab, "Photos").locator("input[type=file]").set_input_files(str(ASTRONAUT))
         tab.get_by_role("button", name="Add references", exact=True).click()
@@ -340,6 +342,7 @@ def test_an_adapter_built_in_the_browser_shows_its_faces_and_labels_live(browser
         gallery = labelled_block(tab, "The face taken from each reference")
         sync_api.expect(gallery.locator("img")).to_have_count(1)
         sync_api.expect(gallery).to_contain_text("confused: astronaut.jpg")
+        sync_api.expect(tab.get_by_text("Error", exact=True)).to_have_count(0)  # the failed step's badge is gone
         tab.get_by_label("Adapter name").fill("room-7")
         tab.get_by_role("button", name="Build adapter", exact=True).click()
         sync_api.expect(tab.get_by_text(re.compile(r"Adapter room-7 built"))).to_be_visible(timeout=120_000)

@@ -112,7 +112,8 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
         add_button = gr.Button("Add references")
         clear_button = gr.Button("Clear references", size="sm")
     summary = gr.Markdown(reference_summary(References()), label="References")
-    gallery = gr.Gallery(label="The face taken from each reference", columns=8, height=220, object_fit="contain")
+    gallery = gr.Gallery(label="The face taken from each reference", columns=8, height=200, object_fit="contain",
+                         preview=False, allow_preview=False, fit_columns=False)
     with gr.Row():
         name = gr.Textbox(label="Adapter name", placeholder="room-12", info="Letters, digits, '.', '_' or '-'.")
         build_button = gr.Button("Build adapter", variant="primary")
@@ -121,14 +122,17 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
         existing = gr.Dropdown([], label="Your adapters", value=None, allow_custom_value=True)  # the service checks
         delete_button = gr.Button("Delete adapter", variant="stop", size="sm")
     controls.key.render()
+    # Every step shows its progress, and an error's badge, on the Result line, which the next step
+    # resets: a badge left on the reference list after a failed step outlived the next success.
+    status = {"show_progress_on": result}
     add_button.click(partial(add_references, service), [files, capture, label, refs], [refs, summary, gallery],
-                     api_name="add_references", concurrency_id=INFERENCE
-                     ).success(lambda: (None, None), None, [files, capture], api_visibility="private")
-    clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references")
+                     api_name="add_references", concurrency_id=INFERENCE, **status
+                     ).success(lambda: (None, None, ""), None, [files, capture, result], api_visibility="private")
+    clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references", **status)
     build_button.click(partial(build, service), [name, refs, controls.key], [result, controls.adapter, existing],
-                       api_name="build_adapter", concurrency_id=INFERENCE)
+                       api_name="build_adapter", concurrency_id=INFERENCE, **status)
     delete_button.click(partial(delete, service), [existing, controls.key], [result, controls.adapter, existing],
-                        api_name="delete_adapter")
+                        api_name="delete_adapter", **status)
     controls.key.change(partial(change_key, service), [controls.key], [stored_key, controls.adapter, existing],
                         api_visibility="private")
     return existing
