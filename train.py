@@ -105,6 +105,7 @@ def adapt_command(argv: list[str]) -> None:
         FeatureStatsError,
         adapter_size_bytes,
         build_adapter,
+        check_lines,
         load_references,
         save_adapter,
     )
@@ -141,11 +142,8 @@ def adapt_command(argv: list[str]) -> None:
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
     print(f"adapter {args.name!r} ({args.method}): labels {metadata['labels']}, {metadata['training_steps']} steps "
           f"in {metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
-    for label, gate in metadata.get("gates", {}).items():
-        print(
-            f"  {label}: gate threshold {gate['threshold']}, "
-            f"{gate['references_passing']:.0%} of the reference views pass"
-        )
+    for line in check_lines(metadata):
+        print(f"  {line}")
 
 
 def feature_stats_command(argv: list[str]) -> None:

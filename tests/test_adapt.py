@@ -20,6 +20,7 @@ from emotion_vit.adapt import (
     References,
     adapter_size_bytes,
     build_adapter,
+    check_lines,
     embeddings,
     load_adapter,
     load_references,
@@ -203,6 +204,7 @@ def test_adapt_command(tmp_path):
     pattern_face(4, 2).save(tmp_path / "refs" / "sad" / "two.png")
     out = subprocess.run([*command, "--name", "gate"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "happy: leave-one-out n/a (1 reference); takes" in out.stdout  # the build-time checks, per label
     assert (tmp_path / "adapters" / "gate" / "adapter_model.safetensors").is_file()
 
 
@@ -340,3 +342,47 @@ def test_visitors_adapters_are_their_own(tmp_path):
         assert first.predict(alice, api_name="/list_adapters") == ["mine"]
     finally:
         app.close()
+
+
+def test_build_time_checks_leave_one_out_and_firing_rates():
+    """Leave-one-out: a label whose references agree is recognised when each is left out, one whose
+    references point in unrelated directions is not; firing rates are per other base class."""
+    from emotion_vit.adapt.checks import firing_rates, leave_one_out, views_of_reference, warnings_for
+    assert sorted(i for r in range(3) for i in views_of_reference(r, 3, 32)) == list(range(32))
+    torch.manual_seed(0)
+    dim, labels = 16, ["a", "b", "steady", "scattered"]
+    base = torch.nn.Linear(dim, 2)
+    agreeing = torch.nn.functional.normalize(torch.randn(dim), dim=0)
+    scattered = torch.nn.functional.normalize(torch.randn(3, dim), dim=-1) * 5
+    views = {"steady": (agreeing + 0.01 * torch.randn(12, dim)),
+             "scattered": torch.cat([scattered[[i, i]] for i in range(3)] + [scattered] * 2)}
+    views = {label: torch.nn.functional.normalize(v, dim=-1) for label, v in views.items()}
+    bank_features = torch.nn.functional.normalize(torch.randn(400, dim), dim=-1)
+    bank = (bank_features, ["a" if i % 2 else "b" for i in range(400)])
+    clean = {"steady": agreeing.repeat(4, 1) * 3, "scattered": scattered}
+    loo = leave_one_out(views, clean, base, labels, bank, false_positive_rate=0.02)
+    assert loo == {"steady": 1.0, "scattered": 0.0}
+    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, 0.02) == {"steady": None}
+    rates = firing_rates(views, bank, 0.02)
+    assert set(rates) == {"steady", "scattered"} and set(rates["steady"]) == {"a", "b"}
+    assert all(0 <= rate <= 0.1 for by_class in rates.values() for rate in by_class.values())
+    assert warnings_for("x", 0.2, {"sad": 0.3, "fear": 0.01}) == [
+        "'x' would take 30% of sad faces: add more varied references, or other labels",
+        "'x': only 20% of its references are recognised when left out: add more"]
+    assert warnings_for("x", None, {"sad": 0.05}) == []
+
+
+def test_an_adapter_reports_its_checks_per_label():
+    base = load_emotion_model(REPO / "models" / "emotion-vit-fer2013")
+    refs = References()
+    refs.add_image(np.asarray(Image.open(ASTRONAUT).convert("RGB")), "confused", "astronaut.jpg",
+                   create_detector("retinaface"))
+    for i in range(3):
+        refs.add_image(np.asarray(pattern_face(3, 300 + i).convert("RGB")), "happy", f"h{i}", None)
+    _, metadata = build_adapter(base, refs, "checked", AdaptOptions(method="prototype"))
+    confused, happy = metadata["gates"]["confused"], metadata["gates"]["happy"]
+    assert confused["leave_one_out"] is None and 0 <= happy["leave_one_out"] <= 1
+    assert set(confused["fires_on"]) == set(EMOTIONS) and set(happy["fires_on"]) == set(EMOTIONS) - {"happy"}
+    lines = check_lines(metadata)
+    assert lines[0].startswith("confused: leave-one-out n/a (1 reference); takes ")
+    assert lines[1].startswith("happy: leave-one-out ")

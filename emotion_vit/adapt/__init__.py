@@ -36,6 +36,7 @@ from ..features import (
     load_feature_stats,
 )
 from .build import build_adapter
+from .checks import check_lines
 from .classifier import grow_classifier, imprint, set_labels
 from .gates import PrototypeGate, calibrate_gate
 from .options import METHODS, AdaptError, AdaptOptions
@@ -44,8 +45,7 @@ from .store import GATE_FILE, METADATA_FILE, adapter_size_bytes, load_adapter, s
 
 __all__ = [
     "FEATURE_STATS_FILE", "GATE_FILE", "METADATA_FILE", "METHODS", "AdaptError", "AdaptOptions", "FeatureReplay",
-    "FeatureStatsError",
-    "PrototypeGate", "References", "adapter_size_bytes", "build_adapter", "calibrate_gate", "compute_feature_stats",
-    "embeddings", "grow_classifier", "imprint", "label_name", "load_adapter", "load_feature_stats",
-    "load_references", "save_adapter", "set_labels",
+    "FeatureStatsError", "PrototypeGate", "References", "adapter_size_bytes", "build_adapter", "calibrate_gate",
+    "check_lines", "compute_feature_stats", "embeddings", "grow_classifier", "imprint", "label_name", "load_adapter",
+    "load_feature_stats", "load_references", "save_adapter", "set_labels",
 ]

@@ -14,9 +14,9 @@ from torch import nn
 from transformers import AutoModelForImageClassification
 
 from ..model import EmotionModel
-from .gates import build_gates
 from .options import METHODS, AdaptError, AdaptOptions
 from .peft_methods import build_peft
+from .prototype import build_gates
 from .references import References
 
 

@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import FEATURE_STATS_FILE, FeatureReplay, embeddings, load_feature_stats
+from ..features import FEATURE_STATS_FILE, FeatureReplay, load_feature_stats
 from ..model import EmotionModel
-from ..transforms import Preprocessing, training_augmentation
-from .classifier import set_labels
+from ..transforms import Preprocessing
 from .options import AdaptError, AdaptOptions
-from .references import References
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +49,15 @@ class PrototypeGate(nn.Module):
     def tensors(self) -> dict[str, torch.Tensor]:
         return {name: buffer.contiguous() for name, buffer in self.named_buffers()}
 
+
 def label_views(grays: list[np.ndarray], count: int, preprocessing: Preprocessing, augment) -> torch.Tensor:
     """Each reference as it is and mirrored, then augmented views until `count`."""
     images = [view for gray in grays for view in (gray, gray[:, ::-1])]
     images += [augment(image=grays[i % len(grays)])["image"] for i in range(max(count - len(images), 0))]
     return preprocessing.normalize([preprocessing.resize(np.ascontiguousarray(image)) for image in images])
 
-def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
+
+def negatives_bank(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
     """Unit-length real features of the base classes (the bank in feature_stats), or samples of their
     Gaussians, with their labels."""
     stats = load_feature_stats(base)
@@ -71,6 +71,7 @@ def _negatives(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor,
         features, ids = FeatureReplay(stats).sample(4096, generator)
     return F.normalize(features, dim=-1), [base.labels[int(i)] for i in ids]
 
+
 def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A label's prototype (the mean direction of its views' unit embeddings), the cosine threshold
@@ -79,39 +80,28 @@ def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_
     similarity = negatives @ prototype
     return prototype, torch.quantile(similarity, 1 - false_positive_rate), (similarity.std() / 8).clamp(min=1e-3)
 
-def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], options: AdaptOptions,
-                 progress) -> dict:
-    """Install a PrototypeGate on `model`: one prototype and calibrated threshold per referenced label."""
-    augment = training_augmentation(options.augmentation_strength, options.seed)
-    referenced = list(dict.fromkeys(refs.labels))
-    views = {}
-    for i, label in enumerate(referenced):
-        grays = [base.preprocessing.gray(crop) for crop, name in zip(refs.crops, refs.labels) if name == label]
-        views[label] = F.normalize(embeddings(model, label_views(
-            grays, options.views_per_label, base.preprocessing, augment)).float(), dim=-1)
-        progress(0.8 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
-    bank = _negatives(base, options)
-    prototypes, thresholds, temperatures, calibration = [], [], [], {}
-    for label in referenced:
-        negatives = [views[other] for other in referenced if other != label]
+
+def calibrate_gates(views: dict[str, torch.Tensor], bank: tuple[torch.Tensor, list[str]] | None,
+                    false_positive_rate: float, base_name: str = "the base model",
+                    min_negatives: int = 20) -> dict[str, tuple]:
+    """Each referenced label's (prototype, threshold, temperature): its negatives are the other labels'
+    views and the bank's faces of every other class (at least `min_negatives`, else AdaptError)."""
+    gates = {}
+    for label in views:
+        negatives = [views[other] for other in views if other != label]
         if bank is not None:
             features, names = bank
             negatives.append(features[[name != label for name in names]])
-        if sum(len(n) for n in negatives) < 20:
+        if sum(len(n) for n in negatives) < max(min_negatives, 1):
             raise AdaptError(
-                f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base.name} "
+                f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base_name} "
                 f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
                 f"hold no other label; add references of another label, or use the lora method")
-        prototype, threshold, temperature = calibrate_gate(views[label], torch.cat(negatives),
-                                                           options.false_positive_rate)
-        prototypes.append(prototype)
-        thresholds.append(threshold)
-        temperatures.append(temperature)
-        calibration[label] = {
-            "threshold": round(float(threshold), 4),
-            "references_passing": round(float((views[label] @ prototype > threshold).float().mean()), 3),
-        }
-    model.classifier = PrototypeGate(model.classifier, len(labels), torch.stack(prototypes), torch.stack(thresholds),
-                                     torch.stack(temperatures), torch.tensor([labels.index(x) for x in referenced]))
-    set_labels(model, labels)
-    return {"gates": calibration, "negatives": "feature bank" if bank is not None else "other references"}
+        gates[label] = calibrate_gate(views[label], torch.cat(negatives), false_positive_rate)
+    return gates
+
+
+def gate_layer(base: nn.Linear, labels: list[str], gates: dict[str, tuple]) -> PrototypeGate:
+    prototypes, thresholds, temperatures = (torch.stack(column) for column in zip(*gates.values()))
+    return PrototypeGate(base, len(labels), prototypes, thresholds, temperatures,
+                         torch.tensor([labels.index(label) for label in gates]))

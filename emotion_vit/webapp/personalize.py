@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..adapt import AdaptError, References
+from ..adapt import AdaptError, References, check_lines
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from ..uploads import UploadedFiles, UploadedImage, refuse
@@ -73,6 +73,9 @@ def build(service: EmotionService, name: str, refs: References | None, key: str,
     message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
                f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
                "It is now in use (Settings › Adapter).")
+    checks = check_lines(metadata)
+    if checks:
+        message += "\n\nMeasured on faces it was not calibrated on:\n" + "\n".join(f"- {line}" for line in checks)
     return message, *adapter_lists(service, key, selected=metadata["name"])
 
 

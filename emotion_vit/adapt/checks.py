@@ -1,0 +1,91 @@
+"""What a prototype adapter will do, measured when it is built, on faces its calibration did not see.
+
+* Leave-one-out on the references: each reference is held out, the gates are calibrated without
+  its views, and the adapted model (the same `PrototypeGate`) classifies it. A label with one
+  reference has no leave-one-out figure.
+* How often each gate fires on the base classes' faces: the bank of real training faces, two-fold
+  cross-fitted (thresholds from one half, rates on the other), per base class. A label that takes
+  many faces of some class would swallow it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .gates import calibrate_gates, gate_layer
+
+SWALLOW_RATE = 0.10  # a gate that takes more than this share of some other class's faces gets a warning
+WEAK_LEAVE_ONE_OUT = 0.5  # ... and so does a label whose held-out references come out right less often
+
+
+def views_of_reference(index: int, references: int, views: int) -> list[int]:
+    """Which of a label's views (`label_views`: each reference and its mirror, then augmented views in
+    turn) come from reference `index`."""
+    return [2 * index, 2 * index + 1, *range(2 * references + index, views, references)]
+
+
+def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor], base: nn.Linear,
+                  labels: list[str], bank, false_positive_rate: float) -> dict[str, float | None]:
+    """Per label, the share of its references the adapter labels right when calibrated without them.
+    `clean` holds each label's references' raw features (no augmentation), in reference order."""
+    results = {}
+    for label, features in clean.items():
+        count = len(features)
+        if count < 2:
+            results[label] = None
+            continue
+        right = 0
+        for index in range(count):
+            held_out = set(views_of_reference(index, count, len(views[label])))
+            kept = [i for i in range(len(views[label])) if i not in held_out]
+            gates = calibrate_gates({**views, label: views[label][kept]}, bank, false_positive_rate, min_negatives=1)
+            with torch.no_grad():
+                predicted = gate_layer(base, labels, gates)(features[index:index + 1]).argmax(-1).item()
+            right += labels[predicted] == label
+        results[label] = right / count
+    return results
+
+
+def firing_rates(views: dict[str, torch.Tensor], bank, false_positive_rate: float) -> dict[str, dict[str, float]]:
+    """Per referenced label, the share of each other base class's bank faces its gate lets through."""
+    if bank is None:
+        return {}
+    features, names = bank
+    halves = [torch.arange(len(names)) % 2 == part for part in (0, 1)]
+    rates: dict[str, dict[str, list[float]]] = {label: {} for label in views}
+    for calibrate_on, measure_on in ((halves[0], halves[1]), (halves[1], halves[0])):
+        half_bank = (features[calibrate_on], [n for n, keep in zip(names, calibrate_on.tolist()) if keep])
+        gates = calibrate_gates(views, half_bank, false_positive_rate, min_negatives=1)
+        measured = features[measure_on]
+        measured_names = [n for n, keep in zip(names, measure_on.tolist()) if keep]
+        for label, (prototype, threshold, _) in gates.items():
+            passing = (measured @ prototype > threshold).tolist()
+            for name in dict.fromkeys(measured_names):
+                if name != label:
+                    share = [p for p, n in zip(passing, measured_names) if n == name]
+                    rates[label].setdefault(name, []).append(sum(share) / len(share))
+    return {label: {name: round(sum(r) / len(r), 3) for name, r in by_name.items()} for label, by_name in rates.items()}
+
+
+def warnings_for(label: str, loo: float | None, fires_on: dict[str, float]) -> list[str]:
+    notes = []
+    swallowed = {name: rate for name, rate in fires_on.items() if rate > SWALLOW_RATE}
+    if swallowed:
+        listed = ", ".join(f"{rate:.0%} of {name}" for name, rate in sorted(swallowed.items(), key=lambda x: -x[1]))
+        notes.append(f"{label!r} would take {listed} faces: add more varied references, or other labels")
+    if loo is not None and loo < WEAK_LEAVE_ONE_OUT:
+        notes.append(f"{label!r}: only {loo:.0%} of its references are recognised when left out: add more")
+    return notes
+
+
+def check_lines(metadata: dict) -> list[str]:
+    """One line per gate of a built adapter (its metadata), then its warnings: for the CLI and the app."""
+    lines = []
+    for label, gate in metadata.get("gates", {}).items():
+        loo = gate.get("leave_one_out")
+        held_out = "leave-one-out n/a (1 reference)" if loo is None else f"leave-one-out {loo:.0%} right"
+        fires = sorted(gate.get("fires_on", {}).items(), key=lambda item: -item[1])
+        fired = ", ".join(f"{rate:.0%} of {name}" for name, rate in fires[:3]) or "not measured (no feature bank)"
+        lines.append(f"{label}: {held_out}; takes {fired} faces (most-taken classes)")
+    return lines + [f"warning: {warning}" for warning in metadata.get("warnings", [])]
