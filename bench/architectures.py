@@ -12,14 +12,11 @@ under inference_mode (inference); all stock transformers classes that pipeline()
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
-from machine import machine_line  # noqa: E402
-from transformers import AutoConfig, AutoModelForImageClassification  # noqa: E402
+import torch
+from machine import machine_line
+from transformers import AutoConfig, AutoModelForImageClassification
 
 TINY_VIT = dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768)
 CANDIDATES = {  # name: (model type, config, input size)

@@ -21,17 +21,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_line
+
+from emotion_vit.crop import CropGeometry, fit_geometry
+from emotion_vit.data import load_emotion_dataset
+from emotion_vit.detect import DETECTOR_BACKENDS, DetectorOptions, create_detector
+from emotion_vit.frames import FrameOptions, detected_boxes, placed_faces
+from emotion_vit.transforms import image_array
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
-
-from machine import machine_line  # noqa: E402
-
-from emotion_vit.crop import CropGeometry, fit_geometry  # noqa: E402
-from emotion_vit.data import load_emotion_dataset  # noqa: E402
-from emotion_vit.detect import DETECTOR_BACKENDS, DetectorOptions, create_detector  # noqa: E402
-from emotion_vit.frames import FrameOptions, detected_boxes, placed_faces  # noqa: E402
-from emotion_vit.transforms import image_array  # noqa: E402
 
 
 def main() -> None:

@@ -19,14 +19,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from machine import machine_line
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere without installing the package
-
-from machine import machine_line  # noqa: E402
-
-from emotion_vit.detect import (  # noqa: E402
+from emotion_vit.detect import (
     DETECTOR_BACKENDS,
     YUNET_FILENAME,
     DetectorOptions,
@@ -35,6 +31,8 @@ from emotion_vit.detect import (  # noqa: E402
     create_detector,
     default_num_threads,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = REPO_ROOT.parent / "shared"
 EXPECTED_FACES = {"astronaut.png": 1, "solvay1927.png": 29}

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info, machine_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine import machine_info, machine_line  # noqa: E402
-
-from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter  # noqa: E402
-from emotion_vit.data import load_emotion_dataset  # noqa: E402
-from emotion_vit.model import EmotionModel, load_emotion_model  # noqa: E402
-from emotion_vit.pipeline import set_inference_threads  # noqa: E402
+from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter
+from emotion_vit.data import load_emotion_dataset
+from emotion_vit.model import EmotionModel, load_emotion_model
+from emotion_vit.pipeline import set_inference_threads
 
 
 def split_arrays(split) -> tuple[list[np.ndarray], np.ndarray, list[str]]:

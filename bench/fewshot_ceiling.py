@@ -14,23 +14,20 @@ the ceiling that a stronger base trained without surprise could approach.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fewshot import split_arrays
+from machine import machine_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fewshot import split_arrays  # noqa: E402
-from machine import machine_line  # noqa: E402
-
-from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats  # noqa: E402
-from emotion_vit.adapt.gates import label_views  # noqa: E402
-from emotion_vit.data import load_emotion_dataset  # noqa: E402
-from emotion_vit.model import load_emotion_model  # noqa: E402
-from emotion_vit.pipeline import set_inference_threads  # noqa: E402
-from emotion_vit.transforms import training_augmentation  # noqa: E402
+from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats
+from emotion_vit.adapt.gates import label_views
+from emotion_vit.data import load_emotion_dataset
+from emotion_vit.model import load_emotion_model
+from emotion_vit.pipeline import set_inference_threads
+from emotion_vit.transforms import training_augmentation
 
 
 @torch.inference_mode()

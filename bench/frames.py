@@ -22,24 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from machine import machine_line
+
+from emotion_vit.crop import CropGeometry
+from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames, split_faces
+from emotion_vit.frames import FrameOptions, placed_faces
+from emotion_vit.metrics import EmotionMetrics
+from emotion_vit.service import AppSettings, EmotionService
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
-
-from machine import machine_line  # noqa: E402
-
-from emotion_vit.crop import CropGeometry  # noqa: E402
-from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames, split_faces  # noqa: E402
-from emotion_vit.frames import FrameOptions, placed_faces  # noqa: E402
-from emotion_vit.metrics import EmotionMetrics  # noqa: E402
-from emotion_vit.service import AppSettings, EmotionService  # noqa: E402
 
 FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
 

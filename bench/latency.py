@@ -44,18 +44,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from machine import machine_info
+
+from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, FaceDetector, create_detector
+from emotion_vit.images import read_image
+from emotion_vit.model import EmotionModel, load_emotion_model
+from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, set_inference_threads
+from emotion_vit.service import AppSettings
+from emotion_vit.track import FaceTracker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere without installing the package
-
-from machine import machine_info  # noqa: E402
-
-from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, FaceDetector, create_detector  # noqa: E402
-from emotion_vit.images import read_image  # noqa: E402
-from emotion_vit.model import EmotionModel, load_emotion_model  # noqa: E402
-from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, set_inference_threads  # noqa: E402
-from emotion_vit.service import AppSettings  # noqa: E402
-from emotion_vit.track import FaceTracker  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
 DEFAULT_MODEL = REPO_ROOT / "models" / "emotion-vit-fer2013"

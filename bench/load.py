@@ -29,11 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
+from machine import machine_line
+from PIL import Image
 
-from machine import machine_line  # noqa: E402
-from PIL import Image  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 

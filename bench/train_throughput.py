@@ -11,21 +11,20 @@ fine-tunes a hub checkpoint is built from its architecture's config when the hub
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import torch  # noqa: E402
-from machine import machine_line  # noqa: E402
-from transformers import AutoConfig, Trainer  # noqa: E402
+import torch
+from machine import machine_line
+from transformers import AutoConfig, Trainer
 
-from emotion_vit.config import parse_training_args  # noqa: E402
-from emotion_vit.data import load_emotion_dataset  # noqa: E402
-from emotion_vit.model import build_image_processor, build_model  # noqa: E402
-from emotion_vit.trainer import EmotionLoss, class_weights, collate  # noqa: E402
-from emotion_vit.transforms import Preprocessing, eval_transform, train_transform, training_augmentation  # noqa: E402
+from emotion_vit.config import parse_training_args
+from emotion_vit.data import load_emotion_dataset
+from emotion_vit.model import build_image_processor, build_model
+from emotion_vit.trainer import EmotionLoss, class_weights, collate
+from emotion_vit.transforms import Preprocessing, eval_transform, train_transform, training_augmentation
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def model_for(model_args, labels):

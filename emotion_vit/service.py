@@ -26,7 +26,7 @@ import numpy as np
 
 from .adapt import METADATA_FILE, References, build_adapter, load_adapter, save_adapter
 from .crop import CropGeometry
-from .detect import DetectorOptions, FaceDetector, create_detector
+from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
 from .model import EmotionModel, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
@@ -47,24 +47,37 @@ def default_model() -> str:
 
 @dataclass
 class AppSettings:
-    model: str = field(default_factory=default_model)
-    detector: str = "retinaface"
-    yunet_model: str | None = None  # local YuNet ONNX; unset: downloaded once (sha256-pinned)
-    score_threshold: float = 0.6
-    min_face_size: int = 20
-    max_side: int = 640  # live frames are detected at most this large (speed); boxes map back
-    photo_max_side: int = 1920  # photos and API images: larger, for small faces in group photos
-    smoothing: float = 0.6
-    geometry: CropGeometry = field(default_factory=CropGeometry)  # where crops are cut from boxes (fitted)
-    align: bool = False
-    flip_tta: bool = True  # each face also classified mirrored, in the same batch: +1.8 points on PublicTest
-    stream_every: float = 0.2  # seconds between webcam frames sent for analysis
-    stream_time_limit: int | None = None  # seconds a live stream may run; None: as long as the page is open
-    adapters_dir: str = field(default_factory=lambda: os.environ.get(ADAPTERS_ENV, "adapters"))
-    shared_key: str | None = field(default_factory=lambda: os.environ.get(SHARED_KEY_ENV) or None)
-    max_adapters_per_key: int = 5  # quotas: what one visitor may keep on the server ...
-    max_adapter_labels: int = 12  # ... and what one adapter may learn
-    max_references: int = 100  # reference faces held in one browser session
+    """What the app serves and how: each setting is a command-line flag of app.py (emotion_vit/flags.py)."""
+
+    model: str = field(default_factory=default_model, metadata={
+        "help": f"Model folder or hub id (env {MODEL_ENV}; else the embedded FER2013 model)."})
+    detector: str = field(default="retinaface", metadata={
+        "help": "Face detector.", "choices": list(DETECTOR_BACKENDS)})
+    yunet_model: str | None = field(default=None, metadata={
+        "help": "Local YuNet ONNX file (else downloaded once, sha256-checked)."})
+    score_threshold: float = field(default=0.6, metadata={"help": "Minimum detector confidence for a face."})
+    min_face_size: int = field(default=20, metadata={"help": "Smallest face side, pixels."})
+    max_side: int = field(default=640, metadata={
+        "help": "Live frames are detected at most this large (speed); boxes map back."})
+    photo_max_side: int = field(default=1920, metadata={
+        "help": "Photos and API images are detected at most this large (small faces in group photos)."})
+    smoothing: float = field(default=0.6, metadata={
+        "help": "Live: weight of past frames in each face's probabilities (0: none)."})
+    geometry: CropGeometry = field(default_factory=CropGeometry, metadata={"flag": False})  # fitted crop
+    align: bool = field(default=False, metadata={"help": "Rotate face crops so the eyes are level."})
+    flip_tta: bool = field(default=True, metadata={
+        "help": "Classify each face once, not also mirrored (half the classifier time, 1.8 points less accurate)."})
+    stream_every: float = field(default=0.2, metadata={"help": "Seconds between webcam frames sent for analysis."})
+    stream_time_limit: int | None = field(default=None, metadata={
+        "help": "Seconds a live stream may run (default: as long as the page is open)."})
+    adapters_dir: str = field(default_factory=lambda: os.environ.get(ADAPTERS_ENV, "adapters"), metadata={
+        "help": f"Where adapters are saved (env {ADAPTERS_ENV})."})
+    # A secret: from the environment only, never a flag (a command line is visible to every local user).
+    shared_key: str | None = field(default_factory=lambda: os.environ.get(SHARED_KEY_ENV) or None,
+                                   metadata={"flag": False})
+    max_adapters_per_key: int = field(default=5, metadata={"help": "Adapters one visitor's key may keep."})
+    max_adapter_labels: int = field(default=12, metadata={"help": "Labels one adapter may learn."})
+    max_references: int = field(default=100, metadata={"help": "Reference faces held in one browser session."})
 
 
 class EmotionService:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 METHODS = ("prototype", "lora", "head")
 
@@ -10,21 +10,30 @@ METHODS = ("prototype", "lora", "head")
 class AdaptError(ValueError):
     """References that cannot make an adapter (empty folder, no faces, ...), or a mismatched base."""
 
+
+def _option(default, help_text: str, **metadata):
+    return field(default=default, metadata={"help": help_text, **metadata})
+
+
 @dataclass
 class AdaptOptions:
-    method: str = "prototype"  # prototype | lora | head
-    false_positive_rate: float = 0.02  # prototype: the share of other classes' faces a gate may take
-    views_per_label: int = 32  # prototype: augmented views of each label's references
-    rank: int = 8
-    alpha: int = 16
-    include_mlp: bool = False  # also adapt the MLP projections
-    steps: int = 80  # at most; training stops early once the references are fitted
-    batch_size: int = 32
-    learning_rate: float = 2e-4  # LoRA matrices: small, so the backbone's features move little
-    head_learning_rate: float = 2e-3  # the classifier (and the "head" method)
-    distillation_weight: float = 1.0
-    distillation_temperature: float = 2.0
-    replay_weight: float = 1.0  # cross-entropy on features sampled from the base classes' statistics
-    replay_batch: int = 64
-    augmentation_strength: float = 0.7
-    seed: int = 42
+    """How an adapter is built: each option is a flag of `train.py adapt` (emotion_vit/flags.py)."""
+
+    method: str = _option("prototype", "prototype: calibrated gates (the other classes keep the base's answers); "
+                          "lora: peft LoRA (fits the references' faces and camera best); head: the classifier only.",
+                          choices=list(METHODS))
+    false_positive_rate: float = _option(0.02, "prototype: the share of other classes' faces a gate may take.")
+    views_per_label: int = _option(32, "prototype: augmented views of each label's references.")
+    rank: int = _option(8, "lora, head: rank of the low-rank update.")
+    alpha: int = _option(16, "lora, head: LoRA scaling (alpha / rank).")
+    include_mlp: bool = _option(False, "lora: also adapt the MLP projections, not only attention.")
+    steps: int = _option(80, "lora: training steps at most (head: 3x as many); stops once the references fit.")
+    batch_size: int = _option(32, "lora, head: reference views per step.")
+    learning_rate: float = _option(2e-4, "lora: rate of the LoRA matrices (small: the features move little).")
+    head_learning_rate: float = _option(2e-3, "lora, head: rate of the classifier.")
+    distillation_weight: float = _option(1.0, "lora: weight of keeping the base model's view of other classes.")
+    distillation_temperature: float = _option(2.0, "lora: temperature of that distillation.")
+    replay_weight: float = _option(1.0, "lora, head: weight of features replayed from the base classes.")
+    replay_batch: int = _option(64, "lora, head: replayed features per step.")
+    augmentation_strength: float = _option(0.7, "Scale of the reference views' augmentation (0: none).")
+    seed: int = _option(42, "Seed of every random draw: the same references and seed give the same adapter.")
