@@ -7,4 +7,4 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -29,6 +29,11 @@ COMMANDS = {
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# Settings of the live stream and of visitors' adapters: no part of scoring a labelled photo.
+LIVE_ONLY_SETTINGS = ("max_side", "smoothing", "stream_every", "stream_time_limit", "adapters_dir",
+                      "max_adapters_per_key", "max_adapter_labels", "max_references")
+
+
 def usage(program: str) -> str:
     width = max(map(len, COMMANDS))
     lines = [f"usage: {program} COMMAND [options]   ({program} COMMAND --help for a command's options)", "",
@@ -113,14 +118,12 @@ def evaluate_command(argv: list[str]) -> None:
     from emotion_vit.data import DataOptions
     from emotion_vit.evaluation import evaluate_model, format_results
 
-    parser = argparse.ArgumentParser(prog="emotion-vit evaluate", description="Score a model on a split of data.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="emotion-vit evaluate", description="Score a model on a split of data.")
     parser.add_argument("--model", required=True, help="Model folder or hub id.")
     parser.add_argument("--data", required=True, help="Image-folder tree or archive, fer2013.csv, or hub data set.")
-    parser.add_argument(
-        "--split", default="validation", help="train, validation (FER2013 PublicTest) or test (PrivateTest)."
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--split", default="validation",
+                        help="train, validation (FER2013 PublicTest) or test (PrivateTest) (default: %(default)s).")
+    parser.add_argument("--batch-size", type=int, default=256, help="Faces per forward pass (default: %(default)s).")
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
     parser.add_argument("--flip-tta", action="store_true", help="Average each face's prediction with its mirror image.")
@@ -131,6 +134,7 @@ def evaluate_command(argv: list[str]) -> None:
 
 
 def evaluate_frames_command(argv: list[str]) -> None:
+    from emotion_vit.flags import add_flags, from_flags
     from emotion_vit.frame_evaluation import (
         MATCH_MODES,
         evaluate_frames,
@@ -145,22 +149,20 @@ def evaluate_frames_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="emotion-vit evaluate-frames", description=(
         "Score the app's whole path (detector, crop, preprocessing, flip TTA as served) on labelled frames: "
         "a folder of full-frame photos DATA/<label>/<image>, or the faces of a split of any data source, "
-        "each placed into a frame."), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", required=True, help="Model folder or hub id.")
+        "each placed into a frame."))
     parser.add_argument("--data", required=True, help="Photo folder <label>/<image>, or a data source of face crops.")
-    parser.add_argument("--split", default="validation", help="Face crops: the split to place into frames.")
-    parser.add_argument("--limit", type=int, help="Face crops: score this many (a seeded sample).")
-    parser.add_argument("--seed", type=int, default=0, help="Face crops: seed of placement and sample.")
+    parser.add_argument("--split", default="validation",
+                        help="Face crops: the split to place into frames (default: %(default)s).")
+    parser.add_argument("--limit", type=int, help="Face crops: score this many (a seeded sample; default: all).")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Face crops: seed of placement and sample (default: %(default)s).")
     parser.add_argument("--match", choices=MATCH_MODES, default="largest",
-                        help="The face scored: the largest, or the one at the placed face's box.")
-    parser.add_argument("--detector", default=AppSettings.detector, help="retinaface or yunet.")
-    parser.add_argument("--yunet-model", help="Local YuNet ONNX file.")
-    parser.add_argument("--no-flip-tta", dest="flip_tta", action="store_false", help="One view per face.")
+                        help="The face scored: the largest, or the one at the placed face's box (%(default)s).")
     parser.add_argument("--output-dir", help="Also write eval_frames.json and the confusion matrix (PNG, JSON) here.")
+    add_flags(parser, AppSettings, "the app's settings, as it serves them", skip=LIVE_ONLY_SETTINGS)
     args = parser.parse_args(argv)
     try:
-        service = EmotionService(AppSettings(model=args.model, detector=args.detector, yunet_model=args.yunet_model,
-                                             flip_tta=args.flip_tta))
+        service = EmotionService(from_flags(AppSettings, args))
         if is_photo_folder(args.data):
             skipped: list[str] = []
             frames = photo_folder_frames(args.data, skipped)

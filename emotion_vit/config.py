@@ -40,7 +40,7 @@ def parse_training_args(argv: list[str]) -> tuple[ModelArguments, DataArguments,
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(recipe) - known)
     if unknown:
-        raise ValueError(f"{config_path}: unknown recipe keys {unknown}; see `python train.py --help`")
+        raise ValueError(f"{config_path}: unknown recipe keys {unknown}; see `python train.py train --help`")
     parser.set_defaults(**recipe)
     model_args, data_args, training_args, _ = parser.parse_args_into_dataclasses(args=rest)  # _: --config
     given = {flag.lstrip("-").split("=", 1)[0].replace("-", "_") for flag in rest if flag.startswith("--")}

@@ -1,7 +1,8 @@
-"""The JSON API for `gradio_client`: /analyze, /list_adapters and /health.
+"""The JSON API for `gradio_client`: /analyze, /list_adapters, /delete_adapter and /health.
 
 Endpoints are methods of `Api` so that Gradio reads their type hints and docstrings (it documents
-each parameter from them), with the service they call bound once.
+each parameter from them), with the service they call bound once. The Personalize steps that hold
+references in the session (/add_references, /build_adapter) are the tab's own events.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ class Api:
         except ValueError as error:
             raise refuse(str(error)) from None
 
+    def delete_adapter(self, name: str, key: str = "") -> str:
+        """Delete one of the adapters built under your key.
+
+        Args:
+            name: the adapter's name (see /list_adapters).
+            key: the adapter key it was built under (16+ characters).
+        Returns:
+            what was deleted
+        """
+        if not isinstance(name, str) or not isinstance(key, str):
+            raise refuse("name and key must be texts.")
+        try:
+            self.service.delete_adapter(name, key)
+        except ValueError as error:
+            raise refuse(str(error)) from None
+        return f"Deleted adapter {name}."
+
     def health(self) -> dict:
         """Whether the model answers: {status: "ok" | "failing", model}."""
         return self.service.health()
@@ -69,5 +87,6 @@ class Api:
         """Add the endpoints to the Blocks being built."""
         gr.api(self.analyze, api_name="analyze", concurrency_id=INFERENCE)
         gr.api(self.list_adapters, api_name="list_adapters")
+        gr.api(self.delete_adapter, api_name="delete_adapter")
         # Outside the model's concurrency group: a busy queue must not look like a dead server.
         gr.api(self.health, api_name="health", concurrency_limit=None)

@@ -135,7 +135,7 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
     build_button.click(partial(build, service), [name, refs, controls.key], [result, controls.adapter, existing],
                        api_name="build_adapter", concurrency_id=INFERENCE, **status)
     delete_button.click(partial(delete, service), [existing, controls.key], [result, controls.adapter, existing],
-                        api_name="delete_adapter", **status)
+                        api_visibility="private", **status)  # the API's /delete_adapter takes any name
     controls.key.change(partial(change_key, service), [controls.key], [stored_key, controls.adapter, existing],
                         api_visibility="private")
     return existing
