@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import replace
@@ -386,3 +387,13 @@ def test_an_adapter_reports_its_checks_per_label():
     lines = check_lines(metadata)
     assert lines[0].startswith("confused: leave-one-out n/a (1 reference); takes ")
     assert lines[1].startswith("happy: leave-one-out ")
+
+
+def test_auto_picks_head_for_a_room_and_prototype_otherwise(base):
+    room = pattern_refs({label: 1 for label in EMOTIONS})
+    _, metadata = build_adapter(base, room, "room", QUICK)
+    assert metadata["method"] == "head" and metadata["options"]["method"] == "head"
+    _, metadata = build_adapter(base, pattern_refs({"happy": 2, "bored": 2}), "new", QUICK)
+    assert metadata["method"] == "prototype" and "gates" in metadata
+    _, metadata = build_adapter(base, room, "asked", dataclasses.replace(QUICK, method="lora"))
+    assert metadata["method"] == "lora"  # an explicit method is kept

@@ -64,7 +64,7 @@ def test_train_py_names_its_commands_and_keeps_its_old_forms():
     trainer_help = run(sys.executable, "train.py", "train", "--help")
     assert "--learning_rate" in trainer_help.stdout and "--chunk_hours" in trainer_help.stdout
     adapt_help = run(sys.executable, "train.py", "adapt", "--help")
-    assert "--false-positive-rate" in adapt_help.stdout and "(default: prototype)" in adapt_help.stdout
+    assert "--false-positive-rate" in adapt_help.stdout and "(default: auto)" in adapt_help.stdout
 
 
 def test_the_emotion_vit_command_is_installed_and_loads_lazily():

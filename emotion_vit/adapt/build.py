@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoModelForImageClassification
 
 from ..model import EmotionModel
-from .options import METHODS, AdaptError, AdaptOptions
+from .options import METHODS, AdaptError, AdaptOptions, resolve_method
 from .peft_methods import build_peft
 from .prototype import build_gates
 from .references import References
@@ -37,6 +37,7 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
     base_labels = list(base.labels)
     new_labels = [label for label in dict.fromkeys(refs.labels) if label not in base_labels]
     labels = base_labels + new_labels
+    options = replace(options, method=resolve_method(options.method, base_labels, refs.labels))
     if options.method == "prototype":
         adapted, steps_done, replay = model, 0, None
         details = build_gates(model, base, refs, labels, options, progress)

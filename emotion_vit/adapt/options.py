@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("prototype", "lora", "head")
+METHODS = ("auto", "prototype", "lora", "head")
 
 
 class AdaptError(ValueError):
@@ -19,9 +19,9 @@ def _option(default, help_text: str, **metadata):
 class AdaptOptions:
     """How an adapter is built: each option is a flag of `train.py adapt` (emotion_vit/flags.py)."""
 
-    method: str = _option("prototype", "prototype: calibrated gates (the other classes keep the base's answers); "
-                          "lora: peft LoRA (fits the references' faces and camera best); head: the classifier only.",
-                          choices=list(METHODS))
+    method: str = _option("auto", "auto: head when every base label has references (a room), else prototype; "
+                          "prototype: calibrated gates (the other classes keep the base's answers); lora: peft LoRA "
+                          "(moves the backbone); head: a low-rank update of the classifier.", choices=list(METHODS))
     false_positive_rate: float = _option(0.02, "prototype: the share of other classes' faces a gate may take.")
     views_per_label: int = _option(32, "prototype: augmented views of each label's references.")
     rank: int = _option(8, "lora, head: rank of the low-rank update.")
@@ -37,3 +37,12 @@ class AdaptOptions:
     replay_batch: int = _option(64, "lora, head: replayed features per step.")
     augmentation_strength: float = _option(0.7, "Scale of the reference views' augmentation (0: none).")
     seed: int = _option(42, "Seed of every random draw: the same references and seed give the same adapter.")
+
+
+def resolve_method(method: str, base_labels: list[str], referenced: list[str]) -> str:
+    """What "auto" means for these references. Measured (docs/benchmarks.md, and the lab data of the
+    few-shot issue): with every base label referenced, a room's camera and faces, `head` gained most
+    and lost least; otherwise new or single labels, where `prototype` keeps the other classes safe."""
+    if method != "auto":
+        return method
+    return "head" if set(base_labels) <= set(referenced) else "prototype"
