@@ -55,8 +55,9 @@ class AppSettings:
         "help": "Face detector.", "choices": list(DETECTOR_BACKENDS)})
     yunet_model: str | None = field(default=None, metadata={
         "help": "Local YuNet ONNX file (else downloaded once, sha256-checked)."})
-    score_threshold: float = field(default=0.6, metadata={"help": "Minimum detector confidence for a face."})
-    min_face_size: int = field(default=20, metadata={"help": "Smallest face side, pixels."})
+    score_threshold: float = field(default=DetectorOptions.score_threshold, metadata={
+        "help": "Minimum detector confidence for a face."})
+    min_face_size: int = field(default=DetectorOptions.min_face_size, metadata={"help": "Smallest face side, pixels."})
     max_side: int = field(default=640, metadata={
         "help": "Live frames are detected at most this large (speed); boxes map back."})
     photo_max_side: int = field(default=1920, metadata={

@@ -113,7 +113,9 @@ def test_the_api_refuses_server_paths_whether_or_not_they_exist(server):
 def test_threshold_zero_is_honoured_and_nonsense_is_refused(client):
     everything = client.predict(handle_file(str(ASTRONAUT)), score_threshold=0.0, api_name="/analyze")
     assert len(everything["faces"]) >= 1 and min(face["score"] for face in everything["faces"]) < 0.6
-    for bad in ("abc", -0.1, 1.5, None):
+    default = client.predict(handle_file(str(ASTRONAUT)), score_threshold=None, api_name="/analyze")  # the server's
+    assert default["faces"]
+    for bad in ("abc", -0.1, 1.5, [0.5]):
         with pytest.raises(Exception, match="score_threshold must be a number from 0 to 1"):
             client.predict(handle_file(str(ASTRONAUT)), score_threshold=bad, api_name="/analyze")
     with pytest.raises(Exception, match="unknown detector; choose one of"):

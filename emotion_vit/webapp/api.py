@@ -23,8 +23,8 @@ class Api:
     def analyze(
         self,
         image: gr.FileData,
-        detector: str = "retinaface",
-        score_threshold: float = 0.6,
+        detector: str | None = None,
+        score_threshold: float | None = None,
         adapter: str = NO_ADAPTER,
         key: str = "",
     ) -> dict:
@@ -32,8 +32,8 @@ class Api:
 
         Args:
             image: the image file (JPEG, PNG, WebP, ...; any size).
-            detector: face detector, "retinaface" or "yunet".
-            score_threshold: minimum detector confidence for a face (0-1).
+            detector: face detector, "retinaface" or "yunet" (default: the server's).
+            score_threshold: minimum detector confidence for a face, 0-1 (default: the server's).
             adapter: name of a personalised adapter, or "none" for the base model.
             key: your adapter key (16+ characters): the adapters you built under it become usable.
         Returns:
@@ -41,11 +41,13 @@ class Api:
             timings_ms}
         """
         path = uploaded_file(image)
+        settings = self.service.settings
+        detector = settings.detector if detector is None else detector
         if detector not in DETECTOR_BACKENDS:
             raise refuse(f"unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}")
         if not isinstance(adapter, str) or not isinstance(key, str):
             raise refuse("adapter must be an adapter's name, or \"none\"; key a text.")
-        threshold = score_threshold_value(score_threshold)
+        threshold = score_threshold_value(settings.score_threshold if score_threshold is None else score_threshold)
         try:
             analysis = self.service.analyze(read_image(path), detector=detector, score_threshold=threshold,
                                             adapter=adapter, key=key)
