@@ -1,8 +1,9 @@
 """Files for the visitor to download: the session report (the class's mood as CSV and PNG) and a photo's answer (JSON).
 
 Only numbers go in (shares per emotion over time; boxes and probabilities), never a face or a frame.
-Each download gets a folder of its own under the system's temp dir; folders older than `KEEP_S`
-seconds are deleted whenever a new one is made.
+Each download gets a folder of its own under the system's temp dir, deleted `KEEP_S` seconds later
+(and any older folder, left by a stopped server, when the next one is made); Gradio serves its own
+copy from its cache, which the app purges within minutes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +44,11 @@ def write_answer_json(answer: dict, name: str = "faces.json") -> Path:
 def new_download_folder(prefix: str) -> Path:
     purge_old_reports()
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=REPORTS_DIR))
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=REPORTS_DIR))
+    timer = threading.Timer(KEEP_S, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
+    timer.daemon = True  # never holds up the server's exit
+    timer.start()
+    return folder
 
 
 def plot_mood(table, labels: list[str], path: Path) -> None:

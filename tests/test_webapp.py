@@ -4,6 +4,7 @@ the Photo tab's table and JSON download, the faces taken from references, labels
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,14 @@ def test_labels_are_readable_on_small_faces_in_large_photos():
     label_rows = np.flatnonzero((np.abs(drawn[:, 100:110].astype(int) - emotion_color("happy")).sum(-1) < 5).any(1))
     label_height = label_rows.max() - label_rows.min()
     assert label_height >= 0.015 * 4000  # shrunk to a 1000 px wide page, still >= 15 px tall
+
+
+def test_downloads_are_deleted_after_their_time(monkeypatch):
+    from emotion_vit import report
+    monkeypatch.setattr(report, "KEEP_S", 0.2)
+    folder = report.write_answer_json({"faces": []}).parent
+    assert folder.is_dir()
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not folder.exists()
