@@ -57,23 +57,11 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    """Where the faces come from and how they are augmented and weighted."""
+class DataArguments(DataOptions):
+    """Where the faces come from (with `DataOptions`' reading options) and how they are augmented and weighted."""
 
     data: str | None = field(default=None, metadata={
         "help": "Image-folder tree or archive (.zip/.tar), fer2013.csv, or a hub data set name."})
-    image_column: str | None = field(default=None, metadata={"help": "Hub data sets: the image column."})
-    label_column: str | None = field(default=None, metadata={"help": "Hub data sets: the label column."})
-    hub_config: str | None = field(default=None, metadata={"help": "Hub data sets: the configuration name."})
-    skip_bad_images: bool = field(
-        default=False, metadata={"help": "Skip and count unreadable images instead of stopping."}
-    )
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "Stratified validation share when the source has no validation split."}
-    )
-    exclude_labels: list[str] = field(
-        default_factory=list, metadata={"help": "Classes to leave out (held-out-class studies)."}
-    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only this many training images (quick runs)."}
     )
@@ -91,11 +79,6 @@ class DataArguments:
     class_weighting: str = field(default="sqrt_inverse", metadata={
         "help": "Loss weights against class imbalance: none, sqrt_inverse (1/sqrt(freq)) or inverse (1/freq).",
         "choices": ["none", "sqrt_inverse", "inverse"]})
-
-    def options(self, seed: int) -> DataOptions:
-        return DataOptions(image_column=self.image_column, label_column=self.label_column,
-                           skip_bad_images=self.skip_bad_images, validation_fraction=self.validation_fraction,
-                           seed=seed, exclude_labels=list(self.exclude_labels), hub_config=self.hub_config)
 
 
 @dataclass

@@ -47,15 +47,21 @@ class BadImageError(ValueError):
 
 @dataclass
 class DataOptions:
-    """How to read a source. The defaults fit FER2013 in any of its layouts."""
+    """How to read a source. The defaults fit FER2013 in any of its layouts. Training's data flags are
+    these fields (`DataArguments` extends this class), so each is declared here once."""
 
-    image_column: str | None = None  # hub sources: None tries image, img, pixel_values
-    label_column: str | None = None  # hub sources: None tries label, labels, emotion
-    skip_bad_images: bool = False  # False: an unreadable image stops loading, naming its path
-    validation_fraction: float = 0.1  # for stratified splits when the source has none
-    seed: int = 42
-    exclude_labels: list[str] = field(default_factory=list)  # drop these classes (e.g. for held-out-class studies)
-    hub_config: str | None = None  # hub sources: the data set's configuration name
+    image_column: str | None = field(default=None, metadata={
+        "help": "Hub data sets: the image column (unset: tries image, img, pixel_values)."})
+    label_column: str | None = field(default=None, metadata={
+        "help": "Hub data sets: the label column (unset: tries label, labels, emotion)."})
+    hub_config: str | None = field(default=None, metadata={"help": "Hub data sets: the configuration name."})
+    skip_bad_images: bool = field(default=False, metadata={
+        "help": "Skip and count unreadable images instead of stopping at the first, named."})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "Stratified validation share when the source has no validation split."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of that stratified validation split."})
+    exclude_labels: list[str] = field(default_factory=list, metadata={
+        "help": "Classes to leave out (held-out-class studies)."})
 
 
 def load_emotion_dataset(source: str | os.PathLike, options: DataOptions | None = None) -> DatasetDict:
@@ -252,10 +258,10 @@ def _carve_validation(train: Dataset, options: DataOptions) -> tuple[Dataset, Da
     stratify = min(counts.values()) >= 2 and len(train) - size >= len(counts)
     if not stratify:
         logger.warning("a class has fewer than 2 images: validation split is random, not stratified")
-    carved = train.train_test_split(test_size=size, seed=options.seed,
+    carved = train.train_test_split(test_size=size, seed=options.split_seed,
                                     stratify_by_column="label" if stratify else None)
     logger.info(
-        "made a %svalidation split of %d images (seed %d)", "stratified " if stratify else "", size, options.seed
+        "made a %svalidation split of %d images (seed %d)", "stratified " if stratify else "", size, options.split_seed
     )
     return carved["train"], carved["test"]
 

@@ -102,6 +102,9 @@ class EmotionTrainer(Trainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_best_model(self) -> None:
+        # transformers loads the best checkpoint at the end of training without a barrier: under torchrun a
+        # fast rank read a checkpoint that rank 0 was still writing ("Can't find a valid checkpoint").
+        self.accelerator.wait_for_everyone()
         logger.info("loading the best model from %s (%s %.4f)", self.state.best_model_checkpoint,
                     self.args.metric_for_best_model, self.state.best_metric)
         if not self._reload_weights(self.state.best_model_checkpoint, self.model):

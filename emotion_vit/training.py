@@ -106,7 +106,7 @@ def load_training_data(data_args: DataArguments, training_args: TrainingArgument
     """The data source's splits, optionally cut down for quick runs (the same subset for a given seed)."""
     # Several processes (torchrun / accelerate): the first extracts archives and fills the cache.
     with training_args.main_process_first(desc="loading data"):
-        dataset = load_emotion_dataset(data_args.data, data_args.options(training_args.seed))
+        dataset = load_emotion_dataset(data_args.data, data_args)
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
         if limit:
             dataset[split] = dataset[split].shuffle(seed=training_args.seed).select(

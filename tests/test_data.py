@@ -51,11 +51,11 @@ def test_folder_with_variant_names_and_no_prefixes_gets_stratified_validation(tm
     names = {"happy": "happiness", "surprise": "surprised", "angry": "anger", "sad": "sadness"}
     root = write_image_folder(tmp_path / "faces", {label: 10 for label in EMOTIONS}, {"train": "x", "test": "x"},
                               folder_names=names, prefix=False)
-    dataset = load_emotion_dataset(root, DataOptions(validation_fraction=0.2, seed=3))
+    dataset = load_emotion_dataset(root, DataOptions(validation_fraction=0.2, split_seed=3))
     assert set(dataset) == {"train", "validation", "test"}
     assert len(dataset["validation"]) == 14 and len(dataset["train"]) == 56 and len(dataset["test"]) == 70
     assert sorted(set(dataset["validation"]["label"])) == list(range(7))  # stratified: every class
-    again = load_emotion_dataset(root, DataOptions(validation_fraction=0.2, seed=3))
+    again = load_emotion_dataset(root, DataOptions(validation_fraction=0.2, split_seed=3))
     assert dataset["validation"]["label"] == again["validation"]["label"]  # seeded
 
 
