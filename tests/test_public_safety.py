@@ -19,8 +19,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from emotion_vit.service import DEFAULT_MODEL, AppSettings, EmotionService
-from emotion_vit.uploads import NOT_AN_UPLOAD
 from emotion_vit.webapp import build_app, launch
+from emotion_vit.webapp.uploads import NOT_AN_UPLOAD
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 SERVER_FILES = [str(ASTRONAUT), "/etc/hostname", "/no/such/file.jpg", "/etc", str(REPO / "app.py"), "../../etc/passwd"]

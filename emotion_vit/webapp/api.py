@@ -12,8 +12,8 @@ import gradio as gr
 from ..detect import DETECTOR_BACKENDS
 from ..images import read_image
 from ..service import NO_ADAPTER, EmotionService
-from ..uploads import refuse, score_threshold_value, uploaded_file
 from .controls import INFERENCE
+from .uploads import refuse, score_threshold_value, uploaded_file
 
 
 class Api:

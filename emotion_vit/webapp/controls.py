@@ -10,7 +10,7 @@ from ..annotate import emotion_color, face_ids
 from ..detect import DETECTOR_BACKENDS
 from ..pipeline import FrameAnalysis
 from ..service import NO_ADAPTER, EmotionService
-from ..uploads import refuse
+from .uploads import refuse
 
 INFERENCE = "inference"  # the concurrency group of every handler that runs the model: one at a time
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]

@@ -20,8 +20,8 @@ from ..mood import MoodTimeline
 from ..report import write_session_report
 from ..service import EmotionService
 from ..track import FaceTracker
-from ..uploads import UploadedImage, refuse
 from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, color_legend, face_rows
+from .uploads import UploadedImage, refuse
 
 logger = logging.getLogger(__name__)
 PLOT_WINDOW_S = 300  # the live plot's last minutes; the session report has the whole session

@@ -14,8 +14,8 @@ import gradio as gr
 from ..adapt import AdaptError, References, check_lines
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
-from ..uploads import UploadedFiles, UploadedImage, refuse
 from .controls import INFERENCE, Controls, adapter_lists
+from .uploads import UploadedFiles, UploadedImage, refuse
 
 
 def reference_summary(refs: References) -> str:

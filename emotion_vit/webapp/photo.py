@@ -10,8 +10,8 @@ from ..annotate import draw_faces
 from ..images import read_image
 from ..report import write_answer_json
 from ..service import NO_ADAPTER, EmotionService, public_name
-from ..uploads import UploadedImage, refuse, score_threshold_value
 from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, color_legend, face_rows
+from .uploads import UploadedImage, refuse, score_threshold_value
 
 
 def photo_step(service: EmotionService, path, detector, threshold, align, adapter, key):

@@ -21,7 +21,7 @@ from gradio.data_classes import FileData, GradioRootModel, ImageData, ListFiles
 from gradio.utils import get_upload_folder
 from PIL import Image as PILImage
 
-from .images import MAX_IMAGE_PIXELS, check_pixel_count
+from ..images import MAX_IMAGE_PIXELS, check_pixel_count
 
 logger = logging.getLogger(__name__)
 
