@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO, pattern_face
 from safetensors.torch import load_file
-from transformers import pipeline
+from transformers import TrainingArguments, pipeline
 
+from emotion_vit.arguments import ModelArguments
 from emotion_vit.config import parse_training_args
 from emotion_vit.evaluation import evaluate_model
 from emotion_vit.labels import EMOTIONS
@@ -21,6 +23,7 @@ from emotion_vit.model import build_model, fold_grayscale_into_model
 from emotion_vit.resume import AUGMENTATION_STATE, CHUNK_LOG
 from emotion_vit.trainer import EmotionLoss, EmotionTrainer, class_weights
 from emotion_vit.training import train
+from emotion_vit.transforms import BatchMixer
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 TINY_VIT = {
@@ -36,6 +39,34 @@ def run_tiny(data: Path, output_dir: Path, *flags: str) -> dict:
     model_args, data_args, training_args, recipe = parse_training_args(
         ["--config", TINY, "--data", str(data), "--output_dir", str(output_dir), *flags])
     return train(model_args, data_args, training_args, recipe)
+
+
+class RecordingLoss(EmotionLoss):
+    """The training loss, keeping a copy of the labels of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.labels: list[torch.Tensor] = []
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        self.labels.append(labels.detach().clone())
+        return super().__call__(outputs, labels, num_items_in_batch)
+
+
+def loss_trainer(output_dir: Path, **kwargs) -> tuple[EmotionTrainer, RecordingLoss, list[torch.Tensor]]:
+    """An EmotionTrainer around a fresh tiny ViT, to call `compute_loss` directly: with the loss's labels
+    and the model's pixel values of every call."""
+    loss, pixels = RecordingLoss(), []
+    model = build_model(model_type="vit", model_config=TINY_VIT)
+    model.register_forward_pre_hook(lambda _, args, kw: pixels.append(kw["pixel_values"].detach().clone()),
+                                    with_kwargs=True)
+    trainer = EmotionTrainer(model=model, args=TrainingArguments(output_dir=str(output_dir), report_to="none",
+                                                                 use_cpu=True), compute_loss_func=loss, **kwargs)
+    return trainer, loss, pixels
+
+
+def face_batch(n: int = 8) -> dict[str, torch.Tensor]:
+    return {"pixel_values": torch.randn(n, 3, 48, 48), "labels": torch.arange(n) % len(EMOTIONS)}
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +247,82 @@ def test_push_to_hub_uploads_the_finished_folder(trained, monkeypatch):
     assert calls["upload"]["folder_path"] == str(adapter)
 
 
-def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path):
-    """Every training batch mixed; evaluation still sees hard labels (it failed when mixing sat in the collator)."""
-    results = run_tiny(learnable_zip, tmp_path / "mixed", "--mix_prob", "1.0", "--max_train_samples", "64")
+def test_compute_loss_mixes_training_batches_only(tmp_path):
+    """MixUp/CutMix reach the loss and the model in training mode; evaluation sees the real batch."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    trainer, loss, pixels = loss_trainer(tmp_path, mixer=BatchMixer(num_labels=len(EMOTIONS), prob=1.0))
+    batch = face_batch()
+    hard = batch["labels"]
+    trainer.model.train()
+    for _ in range(6):  # MixUp or CutMix, a coin flip each
+        trainer.compute_loss(trainer.model, dict(batch))
+    assert len(loss.labels) == len(pixels) == 6
+    mixed_rows = 0
+    for soft, seen in zip(loss.labels, pixels):
+        assert soft.shape == (8, len(EMOTIONS)) and soft.is_floating_point()
+        assert torch.allclose(soft.sum(-1), torch.ones(8))
+        # a mixture of this batch's labels: the partner permutation keeps each class's total mass
+        assert torch.allclose(soft.sum(0), F.one_hot(hard, len(EMOTIONS)).float().sum(0), atol=1e-5)
+        mixed = soft.max(-1).values < 0.99  # not one-hot (MixUp's Beta(0.2, 0.2) is often near 0 or 1)
+        changed = (seen != batch["pixel_values"]).flatten(1).any(1)
+        assert changed[mixed].all()  # a mixed label comes with a mixed image
+        mixed_rows += int(mixed.sum())
+    assert mixed_rows >= 4  # 6 to 48 rows over 6 batches for 200 seeds
+    assert torch.equal(batch["labels"], hard)  # the caller's batch is left as it was
+
+    loss.labels.clear()
+    pixels.clear()
+    trainer.model.eval()
+    with torch.no_grad():
+        for _ in range(6):
+            trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    assert len(loss.labels) == len(pixels) == 6
+    for labels, seen in zip(loss.labels, pixels):
+        assert torch.equal(labels, hard) and torch.equal(seen, batch["pixel_values"])
+
+
+def test_mix_prob_zero_never_mixes(tmp_path):
+    torch.manual_seed(0)
+    trainer, loss, pixels = loss_trainer(tmp_path, mixer=BatchMixer(num_labels=len(EMOTIONS), prob=0.0))
+    batch = face_batch()
+    trainer.model.train()
+    for _ in range(20):
+        trainer.compute_loss(trainer.model, dict(batch))
+    assert len(loss.labels) == len(pixels) == 20
+    for labels, seen in zip(loss.labels, pixels):
+        assert torch.equal(labels, batch["labels"]) and torch.equal(seen, batch["pixel_values"])
+
+
+@pytest.mark.parametrize("mix_prob", [1.0, 0.0])
+def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path, monkeypatch, mix_prob):
+    """A real run: training steps' loss gets soft labels (every batch at mix_prob 1, none at 0), evaluation
+    hard ones (it failed when mixing sat in the collator, which evaluation shares)."""
+    seen = {True: [], False: []}  # model.training -> the labels the loss got
+    training = [None]
+    compute_loss, emotion_loss = EmotionTrainer.compute_loss, EmotionLoss.__call__
+
+    def spy_compute_loss(self, model, inputs, *args, **kwargs):
+        training[0] = model.training
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    def spy_loss(self, outputs, labels, num_items_in_batch=None):
+        seen[training[0]].append(labels.detach().clone())
+        return emotion_loss(self, outputs, labels, num_items_in_batch)
+
+    monkeypatch.setattr(EmotionTrainer, "compute_loss", spy_compute_loss)
+    monkeypatch.setattr(EmotionLoss, "__call__", spy_loss)
+    results = run_tiny(learnable_zip, tmp_path / "mixed", "--mix_prob", str(mix_prob), "--max_train_samples", "64")
     assert results["validation"]["num_examples"] == 56
+    assert len(seen[True]) == 4  # 64 images, 16 a step
+    if mix_prob:
+        assert all(labels.dim() == 2 and torch.allclose(labels.sum(-1), torch.ones(len(labels)))
+                   for labels in seen[True])
+        assert any((labels.max(-1).values < 0.999).any() for labels in seen[True])
+    else:
+        assert all(labels.dim() == 1 for labels in seen[True])
+    assert seen[False] and all(labels.dim() == 1 and not labels.is_floating_point() for labels in seen[False])
+    assert sum(len(labels) for labels in seen[False]) >= 56  # every validation image, unmixed
 
 
 def test_unchanged_code_trains_under_torchrun(learnable_zip, tmp_path):
@@ -236,13 +339,98 @@ def test_unchanged_code_trains_under_torchrun(learnable_zip, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
-def test_distillation_from_a_teacher(trained, learnable_zip, tmp_path, caplog, kind):
+def test_distillation_from_a_teacher(trained, learnable_zip, tmp_path, caplog, monkeypatch, kind):
+    """End to end: the recipe's teacher reaches the trainer, which distils in training steps only."""
     teacher_dir, teacher_results = trained
     caplog.set_level("INFO")
+    terms = []  # (model in training mode, the teacher's term) of each call
+    distillation_loss = EmotionTrainer._distillation_loss
+
+    def spy(self, logits, pixel_values):
+        terms.append((self.model.training, float((term := distillation_loss(self, logits, pixel_values)).detach())))
+        return term
+
+    monkeypatch.setattr(EmotionTrainer, "_distillation_loss", spy)
     results = run_tiny(learnable_zip, tmp_path / kind, "--teacher_model", str(teacher_dir), "--distillation", kind,
                        "--num_train_epochs", "6", "--learning_rate", "3e-3", "--augmentation_strength", "0.5")
     assert "distilling from" in caplog.text
+    assert len(terms) == 6 * 14 and all(training and term > 0 for training, term in terms)  # 210 images, 16 a step
     assert results["validation"]["accuracy"] >= 0.5  # the teacher (>= 0.5) guides it; chance is 1/7
+
+
+def sharp_teacher(seed: int = 1):
+    """A tiny ViT whose logits are far from uniform (a random init's are near zero), so its term weighs."""
+    torch.manual_seed(seed)
+    teacher = build_model(model_type="vit", model_config=TINY_VIT).eval()
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(200)
+        teacher.classifier.bias.copy_(torch.randn_like(teacher.classifier.bias) * 2)
+    return teacher
+
+
+def distillation_term(kind: str, logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
+    """Written out apart from the trainer: CE against the teacher's top class, or T^2 KL(teacher || student)."""
+    if kind == "hard":
+        return F.cross_entropy(logits, teacher_logits.argmax(-1))
+    teacher_p = torch.softmax(teacher_logits / temperature, -1)
+    kl = teacher_p * (teacher_p.log() - torch.log_softmax(logits / temperature, -1))
+    return kl.sum(-1).mean() * temperature**2
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_distillation_loss_is_the_weighted_sum_of_labels_and_teacher(tmp_path, kind):
+    alpha, temperature = 0.3, 3.0
+    teacher = sharp_teacher()
+    batch = face_batch()
+    with torch.no_grad():
+        teacher_logits = teacher(pixel_values=batch["pixel_values"]).logits
+    batch["labels"] = (teacher_logits.argmax(-1) + 1) % len(EMOTIONS)  # the teacher disagrees with every label
+    model_args = ModelArguments(distillation=kind, distillation_alpha=alpha, distillation_temperature=temperature)
+    torch.manual_seed(0)
+    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher, model_args=model_args)
+    with torch.no_grad():  # a confident student too, so that cross-entropies against other targets differ
+        trainer.model.classifier.weight.mul_(200)
+
+    trainer.model.train()
+    loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    logits = outputs.logits.detach()
+    label_term = F.cross_entropy(logits, batch["labels"])
+    teacher_term = distillation_term(kind, logits, teacher_logits, temperature)
+    other_term = distillation_term("soft" if kind == "hard" else "hard", logits, teacher_logits, temperature)
+    assert teacher_term > 0.5 and abs(teacher_term - label_term) > 0.5 and abs(teacher_term - other_term) > 0.5
+    assert torch.allclose(loss.detach(), (1 - alpha) * label_term + alpha * teacher_term, rtol=1e-4)
+
+    trainer.model.eval()  # evaluation's loss: the labels' alone
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    assert torch.allclose(loss, F.cross_entropy(outputs.logits, batch["labels"]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_distillation_alone_drives_the_student_to_the_teacher(tmp_path, kind):
+    """alpha = 1: the labels (all unlike the teacher's top class) are ignored, the teacher's classes learnt."""
+    teacher = sharp_teacher()
+    batch = face_batch()
+    with torch.no_grad():
+        teacher_top = teacher(pixel_values=batch["pixel_values"]).logits.argmax(-1)
+    batch["labels"] = (teacher_top + 1) % len(EMOTIONS)
+    torch.manual_seed(0)
+    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher,
+                                 model_args=ModelArguments(distillation=kind, distillation_alpha=1.0))
+    student = trainer.model.train()
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: threads only add waits (10 s instead of 0.3 s on a busy 2-core box)
+    try:
+        for _ in range(40):
+            optimizer.zero_grad()
+            trainer.compute_loss(student, dict(batch)).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        top = student.eval()(pixel_values=batch["pixel_values"]).logits.argmax(-1)
+    assert (top == teacher_top).float().mean() >= 0.75 and not (top == batch["labels"]).any()
 
 
 def test_a_teacher_with_other_labels_is_refused(trained, learnable_zip, tmp_path):
