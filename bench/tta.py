@@ -16,6 +16,7 @@ as it is (the load is printed: compare rows of one run, not across machines).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -36,18 +37,13 @@ from emotion_vit.transforms import image_array
 REPO = Path(__file__).resolve().parents[1]
 
 
-def views(model: EmotionModel, faces: list[np.ndarray], mode: str, zoom: float) -> torch.Tensor:
-    """(V, N, 3, S, S) pixel batches: the views of each face that `mode` averages."""
+def ten_crop_views(model: EmotionModel, faces: list[np.ndarray], zoom: float) -> torch.Tensor:
+    """(10, N, 3, S, S): each face enlarged by `zoom`, its centre and four corner crops, each also mirrored."""
     prep = model.preprocessing
-    resized = [prep.resize(prep.gray(face)) for face in faces]
-    base = prep.normalize(resized)
-    if mode == "one":
-        return base[None]
-    if mode == "flip":
-        return torch.stack([base, base.flip(-1)])
     size = prep.size
     big = round(size * zoom)
-    enlarged = [cv2.resize(face, (big, big), interpolation=cv2.INTER_LINEAR) for face in resized]
+    enlarged = [cv2.resize(prep.resize(prep.gray(face)), (big, big), interpolation=cv2.INTER_LINEAR)
+                for face in faces]
     offsets = [((big - size) // 2, (big - size) // 2), (0, 0), (0, big - size), (big - size, 0),
                (big - size, big - size)]
     crops = [prep.normalize([face[y:y + size, x:x + size] for face in enlarged]) for y, x in offsets]
@@ -56,9 +52,13 @@ def views(model: EmotionModel, faces: list[np.ndarray], mode: str, zoom: float) 
 
 @torch.inference_mode()
 def probabilities(model: EmotionModel, faces: list[np.ndarray], mode: str, zoom: float) -> torch.Tensor:
-    batch = views(model, faces, mode, zoom)
+    """One view and flip go through the model's own served path (`predict_proba`); ten-crop, every view
+    in one forward."""
+    if mode in ("one", "flip"):
+        return dataclasses.replace(model, flip_tta=mode == "flip").predict_proba(faces)
+    batch = ten_crop_views(model, faces, zoom)
     count, n = batch.shape[:2]
-    logits = model.model(pixel_values=batch.flatten(0, 1)).logits.float()  # every view in one forward
+    logits = model.model(pixel_values=batch.flatten(0, 1)).logits.float()
     return logits.softmax(-1).view(count, n, -1).mean(0)
 
 

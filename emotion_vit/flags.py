@@ -69,11 +69,10 @@ def with_default(text: str, default: object) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = None, *,
-              skip: tuple[str, ...] = ()) -> list[str]:
+              skip: tuple[str, ...] = ()) -> None:
     """Add a flag for each command-line field of dataclass `cls` (less `skip`), in an argument group
-    called `title` if given; return the fields' names."""
+    called `title` if given."""
     group = parser.add_argument_group(title) if title else parser
-    names = []
     for field in flag_fields(cls):
         if field.name in skip:
             continue
@@ -86,8 +85,6 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str | None = No
             group.add_argument(flag_name(field), dest=field.name, type=kind, default=default,
                                choices=field.metadata.get("choices"), help=with_default(text, default),
                                metavar=field.name.upper() if field.metadata.get("choices") is None else None)
-        names.append(field.name)
-    return names
 
 
 def from_flags(cls: type, args: argparse.Namespace, **overrides: object):

@@ -32,8 +32,10 @@ class MoodTimeline:
             self.started = now
         second = int(now - self.started)
         self.seconds.setdefault(second, Counter()).update(face_labels)
-        for old in [s for s in self.seconds if s < second - self.history_s]:
-            del self.seconds[old]
+        # Seconds are added in time order, so the oldest are first: drop them without scanning the rest
+        # (this runs on every live frame, and a session may hold hours of seconds).
+        while (oldest := next(iter(self.seconds))) < second - self.history_s:
+            del self.seconds[oldest]
 
     def table(self, window_s: float | None = 300.0, points: int = 60) -> pd.DataFrame:
         """Long format for a line plot: seconds since the first face, emotion, share (0-1) of the faces,

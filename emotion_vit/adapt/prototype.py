@@ -25,9 +25,9 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
     for i, label in enumerate(referenced):
         crops = [crop for crop, name in zip(refs.crops, refs.labels) if name == label]
         grays = [base.preprocessing.gray(crop) for crop in crops]
-        views[label] = F.normalize(embeddings(model, label_views(
-            grays, options.views_per_label, base.preprocessing, augment)).float(), dim=-1)
-        clean[label] = embeddings(model, base.preprocessing(crops)).float()
+        features = embeddings(model, label_views(grays, options.views_per_label, base.preprocessing, augment)).float()
+        views[label] = F.normalize(features, dim=-1)
+        clean[label] = features[0:2 * len(crops):2]  # label_views puts each reference as it is first, then mirrored
         progress(0.6 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
     bank = negatives_bank(base, options)
     gates = calibrate_gates(views, bank, options.false_positive_rate, base.name)

@@ -79,7 +79,7 @@ def live_step(service: EmotionService, frame, session: LiveSession | None, detec
     session.mood.add([face.label for face in analysis.faces])
     largest = gr.skip()
     if analysis.largest is not None:
-        name = face_ids(analysis.faces)[analysis.faces.index(analysis.largest)]
+        name = face_ids(analysis.faces)[0]  # the largest face comes first
         largest = gr.update(value=analysis.largest.probabilities, label=f"Largest face ({name})")
     plot = now = speed = gr.skip()
     if time.monotonic() - session.last_summary >= SUMMARY_EVERY_S:
