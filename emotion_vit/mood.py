@@ -45,12 +45,8 @@ class MoodTimeline:
         last = max(self.seconds)
         first = min(self.seconds) if window_s is None else max(min(self.seconds), last - int(window_s) + 1)
         bin_s = max(1, -(-(last - first + 1) // points))  # ceil: whole seconds per bin
-        bins: dict[int, Counter] = {}
-        for second, counts in self.seconds.items():
-            if second >= first:
-                bins.setdefault(first + (second - first) // bin_s * bin_s, Counter()).update(counts)
         rows = []
-        for start, counts in sorted(bins.items()):
+        for start, counts in self._bins(first, bin_s):
             total = sum(counts.values())
             rows += [(start, label, counts.get(label, 0) / total) for label in self.labels]
         return pd.DataFrame(rows, columns=COLUMNS)
@@ -68,12 +64,17 @@ class MoodTimeline:
         """The whole session for export: one row per `bin_s` seconds, with the clock time (UTC), the
         number of face observations and each emotion's share."""
         rows = []
-        bins: dict[int, Counter] = {}
-        for second, counts in self.seconds.items():
-            bins.setdefault(second // bin_s * bin_s, Counter()).update(counts)
-        for start, counts in sorted(bins.items()):
+        for start, counts in self._bins(0, bin_s):
             total = sum(counts.values())
             clock = pd.Timestamp(self.started + start, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
             rows.append({"time_utc": clock, "seconds": start, "faces_seen": total,
                          **{label: round(counts.get(label, 0) / total, 4) for label in self.labels}})
         return pd.DataFrame(rows, columns=["time_utc", "seconds", "faces_seen", *self.labels])
+
+    def _bins(self, first: int, bin_s: int) -> list[tuple[int, Counter]]:
+        """The counts from second `first` on, summed in bins of `bin_s` seconds starting there, in time order."""
+        bins: dict[int, Counter] = {}
+        for second, counts in self.seconds.items():
+            if second >= first:
+                bins.setdefault(first + (second - first) // bin_s * bin_s, Counter()).update(counts)
+        return sorted(bins.items())
