@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,10 @@ class AppSettings:
     max_adapters_per_key: int = field(default=5, metadata={"help": "Adapters one visitor's key may keep."})
     max_adapter_labels: int = field(default=12, metadata={"help": "Labels one adapter may learn."})
     max_references: int = field(default=100, metadata={"help": "Reference faces held in one browser session."})
+    max_visitor_adapters: int = field(default=2000, metadata={
+        "help": "Visitors' adapters kept on disk in all (about 12 KB each); beyond it, builds are refused."})
+    adapters_in_memory: int = field(default=8, metadata={
+        "help": "Adapted models kept loaded (about 14 MB each); the least recently used one is dropped."})
 
 
 class EmotionService:
@@ -89,7 +94,7 @@ class EmotionService:
         self.model: EmotionModel = load_emotion_model(settings.model)
         self.model.flip_tta = settings.flip_tta
         self._detectors: dict[str, FaceDetector] = {}
-        self._adapted: dict[str, EmotionModel] = {}
+        self._adapted: OrderedDict[str, EmotionModel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self.detector(settings.detector)  # fail at start-up, not on the first frame
 
@@ -135,6 +140,9 @@ class EmotionService:
             if str(folder) not in self._adapted:
                 self._adapted[str(folder)] = load_adapter(self.model, folder)
                 self._adapted[str(folder)].flip_tta = self.settings.flip_tta
+                while len(self._adapted) > max(self.settings.adapters_in_memory, 1):  # visitors' keys are free
+                    self._adapted.popitem(last=False)
+            self._adapted.move_to_end(str(folder))
             return self._adapted[str(folder)]
 
     def build_adapter(self, refs: References, name: str, key: str | None, progress=None) -> dict:
@@ -152,11 +160,18 @@ class EmotionService:
             raise ValueError(f"at most {settings.max_adapters_per_key} adapters per key: delete one first")
         if len(set(refs.labels)) > settings.max_adapter_labels:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
+        if name not in own and folder != Path(settings.adapters_dir) and self.visitor_adapter_count() >= \
+                settings.max_visitor_adapters:
+            raise ValueError("this server holds as many visitors' adapters as it may: try again later")
         model, metadata = build_adapter(self.model, refs, name, progress=progress)
         save_adapter(model, metadata, folder / name)
         with self._lock:
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
+
+    def visitor_adapter_count(self) -> int:
+        """How many adapters visitors have saved on this server, under all keys."""
+        return sum(1 for _ in (Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
 
     def delete_adapter(self, name: str, key: str | None) -> None:
         """Delete one of `key`'s own adapters (never the operator's, unless `key` is the shared key)."""

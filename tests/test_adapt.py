@@ -397,3 +397,31 @@ def test_auto_picks_head_for_a_room_and_prototype_otherwise(base):
     assert metadata["method"] == "prototype" and "gates" in metadata
     _, metadata = build_adapter(base, room, "asked", dataclasses.replace(QUICK, method="lora"))
     assert metadata["method"] == "lora"  # an explicit method is kept
+
+
+def test_free_keys_cannot_fill_memory_or_disk(tmp_path):
+    """A visitor's key costs nothing, so per-key quotas alone bound nothing: the loaded adapters are a
+    least-recently-used cache of fixed size, the visitors' adapters on disk have a server-wide cap, and a
+    label is a short name."""
+    from emotion_vit.adapt import label_name
+    from emotion_vit.service import AppSettings, EmotionService
+    service = EmotionService(AppSettings(model=str(save_tiny_vit(tmp_path / "base")), flip_tta=False,
+                                         adapters_dir=str(tmp_path / "adapters"), adapters_in_memory=2,
+                                         max_visitor_adapters=3))
+    refs = References()
+    for label, pattern in (("happy", 3), ("sad", 4)):
+        refs.add_image(np.asarray(pattern_face(pattern, 700).convert("RGB")), label, label, None)
+    keys = [f"visitor-{i}-key-0123456789" for i in range(4)]
+    for key in keys[:3]:
+        service.build_adapter(refs, "mine", key)
+        service.model_for("mine", key)
+    assert len(service._adapted) == 2 and str(service.key_folder(keys[0]) / "mine") not in service._adapted
+    service.model_for("mine", keys[1])  # used again: now the most recent, so the next load drops keys[2]'s
+    service.model_for("mine", keys[0])
+    assert list(service._adapted) == [str(service.key_folder(k) / "mine") for k in (keys[1], keys[0])]
+    with pytest.raises(ValueError, match="as many visitors' adapters as it may"):
+        service.build_adapter(refs, "mine", keys[3])
+    service.build_adapter(refs, "mine", keys[0])  # rebuilding one's own adapter is no new one
+    with pytest.raises(ValueError, match="1-32 letters"):
+        label_name("x" * 33)
+    assert label_name("Confused ") == "confused"

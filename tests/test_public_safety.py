@@ -136,6 +136,30 @@ def test_file_objects_naming_web_addresses_are_refused_and_never_fetched(server)
     assert hits == []
 
 
+def test_the_gate_reads_json_under_any_spelling_of_its_media_type(server):
+    """FastAPI parses a body as JSON for Application/JSON, application/x+json or no content type at all:
+    the gate checks each of them (a found bypass brought back paths quoted back, fetches and 120 MB bodies)."""
+    config = httpx.get(f"{server}/config").json()
+    fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "analyze")
+    body = json.dumps({"data": [{"path": "app.py", "meta": {"_type": "gradio.FileData"}}, None, None, "none", ""],
+                       "fn_index": fn_index, "session_hash": uuid.uuid4().hex})
+    for content_type in ("Application/JSON", "application/vnd.probe+json", "application/json; charset=utf-8", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        answer = httpx.post(f"{server}/gradio_api/queue/join", content=body, headers=headers, timeout=30)
+        assert answer.status_code == 400 and answer.json() == {"detail": NOT_AN_UPLOAD}, (content_type, answer.text)
+        big = httpx.post(f"{server}/gradio_api/queue/join", content=b" " * (3 * 2**20 + 10), headers=headers,
+                         timeout=60)
+        assert big.status_code == 413, (content_type, big.status_code)
+
+
+def test_calls_by_name_answer_unknown_names_and_missing_inputs_plainly(server):
+    """Gradio answers these with HTTP 500, or with its components' reprs (heap addresses) in the message."""
+    assert httpx.post(f"{server}/gradio_api/call/no_such_api", json={"data": []}, timeout=30).status_code == 404
+    for route in ("call", "run", "api"):
+        answer = httpx.post(f"{server}/gradio_api/{route}/analyze", json={"data": []}, timeout=30)
+        assert answer.status_code == 400 and answer.json() == {"detail": "Expected 5 input values, got 0."}, answer.text
+
+
 def test_the_api_refuses_server_paths_whether_or_not_they_exist(server):
     config = httpx.get(f"{server}/config").json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "analyze")

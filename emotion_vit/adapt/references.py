@@ -47,14 +47,18 @@ class References:
         self.sources.append(source)
         return True
 
+
+MAX_LABEL_LENGTH = 32  # a label is drawn on the video and kept in every session's memory
+
+
 def label_name(folder: str) -> str:
     """A folder's label: a known emotion in its canonical spelling, else a new label (lower-case)."""
     try:
         return canonical_label(folder)
     except UnknownLabelError:
         name = re.sub(r"[^a-z0-9_-]+", "_", folder.strip().lower()).strip("_")
-        if not name:
-            raise AdaptError(f"label folder {folder!r} has no usable name") from None
+        if not name or len(name) > MAX_LABEL_LENGTH:
+            raise AdaptError(f"label {folder[:40]!r}: 1-{MAX_LABEL_LENGTH} letters, digits, '_' or '-'") from None
         return name
 
 def load_references(folder: str | Path, detector: FaceDetector | None,

@@ -60,9 +60,9 @@ def launch(app: gr.Blocks, host: str, port: int, share: bool = False, max_file_m
     (Gradio's own start text would advise `share=True` in code; here that is `--share`)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks, one line per request
     result = app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
-        server_name=host, server_port=port, share=share, show_error=True, max_file_size=f"{max_file_mb}mb",
+        server_name=host, server_port=port, share=share, show_error=False, max_file_size=f"{max_file_mb}mb",
         i18n=BUTTON_TEXTS, app_kwargs={"exception_handlers": {KeyError: unknown_endpoint}, "middleware": [
-            Middleware(UploadGuard, max_body_bytes=int(max_file_mb * 2**20 * 1.4))]},  # base64 adds a third
+            Middleware(UploadGuard, max_body_bytes=int(max_file_mb * 2**20 * 1.4), blocks=app)]},  # base64 adds a third
         prevent_thread_lock=True, quiet=True, **kwargs)
     if not quiet:
         public = f"* Public link: {app.share_url}" if app.share_url else "* For a temporary public link: --share"

@@ -3,9 +3,10 @@
 Gradio checks a FileData's path itself, but its refusal quotes the path made absolute (so a relative
 one reveals the server's working folder) and logs a traceback per request; an http(s) path it
 downloads on the visitor's behalf (private addresses excepted). This
-ASGI middleware reads each JSON request body first and refuses, with one message and one log line,
-any file object whose path is not a file in Gradio's upload folder. Base64 webcam frames carry no
-path and pass; uploads themselves (multipart) are Gradio's, bounded by `max_file_size`.
+ASGI middleware reads each request body first (all but multipart uploads, which are Gradio's,
+bounded by `max_file_size`), caps its size, and refuses, with one message and one log line, any
+JSON file object whose path is not a file in Gradio's upload folder. Base64 webcam frames carry no
+path and pass.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from gradio.utils import get_upload_folder
@@ -22,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .uploads import NOT_AN_UPLOAD
 
 logger = logging.getLogger(__name__)
+EVENT_ROUTE = re.compile(r"/(?:call|run|api)/([^/]+)/?$")  # POST .../call/<api_name> and the like
 
 
 def names_foreign_file(data) -> bool:
@@ -45,18 +48,34 @@ def names_foreign_file(data) -> bool:
     return False
 
 
-class UploadGuard:
-    """Refuses JSON requests that name a file Gradio did not receive as an upload (HTTP 400), and JSON
-    bodies over `max_body_bytes` (413), before Gradio parses them."""
+def called_event(blocks, path: str, body):
+    """The event function a request calls (by the queue's fn_index, or by name on the call/run/api routes),
+    None when the request calls none, False when it names an event that does not exist."""
+    if path.endswith("/queue/join"):
+        fn_index = body.get("fn_index") if isinstance(body, dict) else None
+        return blocks.fns.get(fn_index, False) if isinstance(fn_index, int) else False
+    named = EVENT_ROUTE.search(path)
+    if named is None:
+        return None
+    return next((fn for fn in blocks.fns.values() if fn.api_name == named.group(1)), False)
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+
+class UploadGuard:
+    """Refuses requests whose JSON names a file Gradio did not receive as an upload (HTTP 400), bodies
+    over `max_body_bytes` (413), whatever their content type, and calls of an unknown event (404) or
+    with too few inputs (400; Gradio's answer quotes its components' reprs), before Gradio parses them."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, blocks=None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.blocks = blocks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
+        # Every POST body but a multipart upload (bounded by Gradio's max_file_size): FastAPI reads JSON
+        # under any spelling of its media type (Application/JSON, application/x+json, none at all).
         if (scope["type"] != "http" or scope["method"] != "POST"
-                or not headers.get(b"content-type", b"").startswith(b"application/json")):
+                or headers.get(b"content-type", b"").strip().lower().startswith(b"multipart/")):
             await self.app(scope, receive, send)
             return
         body, more = b"", True
@@ -70,13 +89,25 @@ class UploadGuard:
                 await self._refuse(scope, receive, send, "Request too large.", 413)
                 return
         try:
-            foreign = names_foreign_file(json.loads(body)) if body else False
+            data = json.loads(body) if body else None
         except ValueError:
-            foreign = False  # not JSON after all: Gradio answers that itself
-        if foreign:
-            await self._refuse(scope, receive, send, NOT_AN_UPLOAD, 400)
+            data = None  # not JSON after all: Gradio answers that itself
+        refusal = self._refusal(scope["path"], data)
+        if refusal:
+            await self._refuse(scope, receive, send, *refusal)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    def _refusal(self, path: str, data) -> tuple[str, int] | None:
+        if names_foreign_file(data):
+            return NOT_AN_UPLOAD, 400
+        event = called_event(self.blocks, path, data) if self.blocks is not None else None
+        if event is False:
+            return "Unknown endpoint.", 404
+        inputs = data.get("data") if isinstance(data, dict) else None
+        if event is not None and isinstance(inputs, list) and len(inputs) < len(event.inputs):
+            return f"Expected {len(event.inputs)} input values, got {len(inputs)}.", 400
+        return None
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str, status: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..adapt import AdaptError, References, check_lines
+from ..adapt import AdaptError, References, check_lines, label_name
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from .controls import INFERENCE, Controls, adapter_lists
@@ -36,9 +36,13 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
     """Add the largest face of each photo (and of a webcam capture) under `label`; either may be left out."""
     settings = service.settings
     refs = refs or References()
-    label = (label or "").strip()
+    label = label.strip() if isinstance(label, str) else ""
     if not label:
         raise refuse("Type the label these references show (an emotion, or a new one such as 'confused').")
+    try:
+        label_name(label)
+    except ValueError as error:
+        raise refuse(str(error)) from None
     images = []
     for path in files or []:
         try:
