@@ -48,11 +48,16 @@ def _with_image_size(model_type: str, image_size: int, model_config: dict) -> di
     return config
 
 
-def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5) -> ViTImageProcessorPil:
-    """The processor config saved with every checkpoint: resize, rescale, normalise (equal per channel)."""
-    return ViTImageProcessorPil(do_resize=True, size={"height": image_size, "width": image_size}, resample=2,
-                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                             image_mean=[mean] * 3, image_std=[std] * 3)
+def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5,
+                          face_resolution: int | None = None) -> ViTImageProcessorPil:
+    """The processor config saved with every checkpoint: resize, rescale, normalise (equal per channel), and
+    `face_resolution`, the training faces' side when it is below `image_size` (see `Preprocessing.resize`)."""
+    processor = ViTImageProcessorPil(do_resize=True, size={"height": image_size, "width": image_size}, resample=2,
+                                     do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                                     image_mean=[mean] * 3, image_std=[std] * 3)
+    if face_resolution is not None and face_resolution < image_size:
+        processor.face_resolution = int(face_resolution)  # an extra key of preprocessor_config.json
+    return processor
 
 
 def first_pixel_conv(model: nn.Module) -> nn.Conv2d:

@@ -21,7 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DataArguments, ModelArguments
 from .card import write_model_card
-from .data import describe, load_emotion_dataset
+from .data import describe, face_resolution, load_emotion_dataset
 from .features import compute_feature_stats, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
@@ -50,11 +50,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if not data_args.data:
         raise ValueError("no data given: set data in the config or pass --data PATH")
     recipe = recipe or {**asdict(model_args), **asdict(data_args)}
-    # The Trainer's own push would replace our model card; the finished folder is pushed instead.
-    push_to = training_args.hub_model_id if training_args.push_to_hub else None
-    if training_args.push_to_hub and not push_to:
-        raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (or use --push-to-hub USER/NAME)")
-    training_args.push_to_hub = False
+    push_to = take_over_push(training_args)
     if not torch.cuda.is_available():  # pinned memory only speeds copies to a GPU; on a CPU torch warns per loader
         training_args.dataloader_pin_memory = False
     set_seed(training_args.seed)
@@ -65,7 +61,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     model = build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
                         model_args.model_config, model_args.image_size)
-    processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std)
+    processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
+                                      face_resolution(dataset["train"]))
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
                        training_args.label_smoothing_factor)
@@ -100,6 +97,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
+
+
+def take_over_push(training_args: TrainingArguments) -> str | None:
+    """The hub repo to push the finished folder to, with the Trainer's own push turned off: it would
+    replace our model card."""
+    push_to = training_args.hub_model_id if training_args.push_to_hub else None
+    if training_args.push_to_hub and not push_to:
+        raise ValueError("--push_to_hub needs --hub_model_id USER/NAME (or use --push-to-hub USER/NAME)")
+    training_args.push_to_hub = False
+    return push_to
 
 
 def load_training_data(data_args: DataArguments, training_args: TrainingArguments) -> DatasetDict:

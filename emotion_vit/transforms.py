@@ -30,6 +30,7 @@ class Preprocessing:
     size: int
     mean: float = 0.5
     std: float = 0.5
+    face_resolution: int | None = None  # the training faces' side (48 for FER2013), when below `size`
 
     @classmethod
     def from_processor(cls, processor) -> Preprocessing:
@@ -39,7 +40,9 @@ class Preprocessing:
         if len(set(mean)) != 1 or len(set(std)) != 1:
             raise ValueError("emotion models work on grayscale input: the image processor must use one mean "
                              f"and one std for all channels (got mean={mean}, std={std})")
-        return cls(size=int(side), mean=float(mean[0]), std=float(std[0]))
+        resolution = getattr(processor, "face_resolution", None)
+        return cls(size=int(side), mean=float(mean[0]), std=float(std[0]),
+                   face_resolution=int(resolution) if resolution else None)
 
     def gray(self, face: np.ndarray) -> np.ndarray:
         """An HxW uint8 luminance image from gray, RGB or RGBA uint8 input."""
@@ -50,6 +53,12 @@ class Preprocessing:
         return face
 
     def resize(self, gray: np.ndarray) -> np.ndarray:
+        """To `size` x `size`. A face larger than `face_resolution` is first reduced to it: the model learned
+        from 48-pixel faces enlarged to 64, and a sharp camera crop shown with more detail than that loses
+        accuracy (1.2 points on PublicTest faces in frames, docs/benchmarks.md)."""
+        resolution = self.face_resolution
+        if resolution and min(gray.shape[:2]) > resolution:
+            gray = cv2.resize(gray, (resolution, resolution), interpolation=cv2.INTER_AREA)
         if gray.shape[:2] == (self.size, self.size):
             return gray
         shrinking = gray.shape[0] > self.size or gray.shape[1] > self.size

@@ -12,6 +12,7 @@ from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
+from emotion_vit.service import DEFAULT_MODEL
 from emotion_vit.track import FaceTracker, iou
 
 
@@ -120,3 +121,33 @@ def test_flip_tta_averages_a_face_and_its_mirror(small_model):
         assert torch.allclose(small_model.predict_proba(faces), (plain + mirrored) / 2, atol=1e-5)
     finally:
         small_model.flip_tta = False
+
+
+def test_faces_larger_than_the_training_faces_are_first_reduced_to_their_resolution():
+    """A sharp 200-pixel camera crop reaches the model with the detail of a 48-pixel training face."""
+    import cv2
+
+    from emotion_vit.transforms import Preprocessing
+
+    rng = np.random.default_rng(0)
+    big, small = rng.integers(0, 256, (200, 200), np.uint8), rng.integers(0, 256, (48, 48), np.uint8)
+    like_training = cv2.resize(cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA), (64, 64))
+    np.testing.assert_array_equal(Preprocessing(size=64, face_resolution=48).resize(big), like_training)
+    assert not np.array_equal(Preprocessing(size=64).resize(big), like_training)
+    # A face at (or below) the training resolution is resized exactly as before.
+    np.testing.assert_array_equal(Preprocessing(size=64, face_resolution=48).resize(small),
+                                  Preprocessing(size=64).resize(small))
+
+
+def test_the_training_resolution_travels_in_the_processor_config(tmp_path, learnable_zip):
+    from emotion_vit.data import face_resolution, load_emotion_dataset
+    from emotion_vit.model import build_image_processor
+
+    resolution = face_resolution(load_emotion_dataset(learnable_zip)["train"])
+    assert resolution == 48  # the pattern faces are 48x48, like FER2013's
+    save_tiny_vit(tmp_path / "upscaled")
+    build_image_processor(64, face_resolution=resolution).save_pretrained(tmp_path / "upscaled")
+    build_image_processor(48, face_resolution=resolution).save_pretrained(tmp_path / "native")
+    assert load_emotion_model(tmp_path / "upscaled").preprocessing.face_resolution == 48
+    assert "face_resolution" not in (tmp_path / "native" / "preprocessor_config.json").read_text()
+    assert load_emotion_model(DEFAULT_MODEL).preprocessing.face_resolution == 48  # the shipped model
