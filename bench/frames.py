@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--geometry", nargs=3, type=float, metavar=("SCALE", "SHIFT_X", "SHIFT_Y"),
                         help="Cut crops with this CropGeometry instead of the fitted one (ablation; the old "
                              "15%% margin is about 1.477 0 0 for RetinaFace's boxes).")
+    parser.add_argument("--crop-spread", type=float,
+                        help="The app's photo_crop_spread (default: the app's; 0: one crop per face).")
     parser.add_argument("--frames", help="Score this folder of <label>/<n>.jpg frames written by an earlier --keep "
                                          "instead of writing new ones (same --data, --split, --limit, --seed).")
     parser.add_argument("--keep", help="Write the frames here and keep them (default: a temporary folder).")
@@ -82,7 +84,10 @@ def main() -> None:
         folder = Path(args.frames or args.keep or temporary)
         faces = write_frames(args.data, args.split, args.limit, args.seed, None if args.frames else folder)
         geometry = CropGeometry(*args.geometry) if args.geometry else CropGeometry()
-        service = EmotionService(AppSettings(model=args.model, geometry=geometry))
+        settings = AppSettings(model=args.model, geometry=geometry)
+        if args.crop_spread is not None:
+            settings.photo_crop_spread = args.crop_spread
+        service = EmotionService(settings)
         labels = service.model.labels
         # Direct: the faces as given, in the order of the folder's files (label folders, then index).
         frames = photo_folder_frames(folder)
@@ -96,6 +101,7 @@ def main() -> None:
         found = [i for i, answer in enumerate(app["predictions"]) if answer["prediction"] is not None]
         figures = {"frames": len(frames), "data": Path(args.data).name, "split": args.split, "seed": args.seed,
                    "model": Path(args.model).name, "machine": machine_line(), "geometry": vars(geometry),
+                   "crop_spread": service.settings.photo_crop_spread,
                    "direct": scores(direct, references, labels),
                    "direct_on_found": scores([direct[i] for i in found], [references[i] for i in found], labels),
                    "app_on_found": scores([labels.index(app["predictions"][i]["prediction"]) for i in found],
@@ -113,7 +119,7 @@ def main() -> None:
 
     print(f"machine: {figures['machine']}")
     print(f"{figures['frames']} {args.split} faces of {figures['data']} in 640x480 frames (seed {args.seed}), "
-          f"model {figures['model']}, {geometry}")
+          f"model {figures['model']}, {geometry}, crop spread {service.settings.photo_crop_spread}")
     print("| path | accuracy | macro-F1 | faces missed | " + " | ".join(labels) + " |")
     print("|---|---|---|---|" + "---|" * len(labels))
     for name in ("direct", "app", "fer", "direct_on_found", "app_on_found"):

@@ -151,3 +151,30 @@ def test_the_training_resolution_travels_in_the_processor_config(tmp_path, learn
     assert load_emotion_model(tmp_path / "upscaled").preprocessing.face_resolution == 48
     assert "face_resolution" not in (tmp_path / "native" / "preprocessor_config.json").read_text()
     assert load_emotion_model(DEFAULT_MODEL).preprocessing.face_resolution == 48  # the shipped model
+
+
+def test_photos_average_a_tighter_and_a_looser_crop_in_the_same_forward(small_model, monkeypatch):
+    from emotion_vit.crop import CropGeometry
+    from emotion_vit.detect import Face
+
+    frame = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    faces = [Face(box=(100.0, 100.0, 200.0, 230.0), score=0.9), Face(box=(400.0, 50.0, 460.0, 130.0), score=0.9)]
+    spread = EmotionPipeline(small_model, create_detector("retinaface"), PipelineOptions(crop_spread=0.1))
+    monkeypatch.setattr("emotion_vit.pipeline.find_faces", lambda detector, frame, options=None: faces)
+    batches = []
+    original = small_model.model.forward
+    monkeypatch.setattr(small_model.model, "forward",
+                        lambda **kw: batches.append(len(kw["pixel_values"])) or original(**kw))
+    analysis = spread.analyze(frame)
+    assert batches == [6]  # both faces, three crops each, one forward
+    geometry = CropGeometry()
+    for face, result in zip(faces, analysis.faces):
+        crops = [CropGeometry(scale=geometry.scale * f).crop(frame, face.box) for f in (0.9, 1.0, 1.1)]
+        sides = [len(crop) for crop in spread.crops(frame, face)]
+        assert sides == [len(crop) for crop in crops] and sides[0] < sides[1] < sides[2]
+        expected = small_model.predict_proba(crops).numpy().mean(0)
+        assert np.allclose([result.probabilities[label] for label in small_model.labels], expected, atol=1e-5)
+    # A face that is the whole image (an uploaded crop) is classified as it is, once.
+    crop = frame[100:148, 100:148]
+    whole = Face(box=(4.0, 2.0, 44.0, 46.0), score=0.9)
+    assert len(spread.crops(crop, whole)) == 1

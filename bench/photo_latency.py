@@ -1,0 +1,45 @@
+"""What one photo costs through the app's photo path (the Photo tab and /analyze), one crop per face vs
+a tighter and a looser crop too (`AppSettings.photo_crop_spread`).
+
+    python bench/photo_latency.py [--runs 7] [--spreads 0 0.1]
+
+For the astronaut (1 face) and, where ../shared/images is present, the 1927 Solvay photo (29 faces):
+detector, classifier and end-to-end milliseconds, medians after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from machine import machine_line
+from PIL import Image
+
+from emotion_vit.service import AppSettings, EmotionService
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = [REPO / "tests" / "assets" / "astronaut.jpg", REPO.parent / "shared" / "images" / "solvay1927.png"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--spreads", type=float, nargs="+", default=[0.0, 0.1])
+    args = parser.parse_args()
+    print(f"machine: {machine_line()}")
+    print("| photo | faces | crop spread | detect ms | classify ms | end to end ms |")
+    print("|---|---|---|---|---|---|")
+    services = {spread: EmotionService(AppSettings(photo_crop_spread=spread)) for spread in args.spreads}
+    for path in (p for p in PHOTOS if p.is_file()):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        for spread, service in services.items():
+            service.analyze(image)  # warm-up
+            runs = [service.analyze(image) for _ in range(args.runs)]
+            detect, classify, total = (np.median([run.timings_ms[key] for run in runs])
+                                       for key in ("detect", "classify", "total"))
+            print(f"| {path.name} | {len(runs[0].faces)} | {spread} | {detect:.0f} | {classify:.0f} | {total:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
