@@ -150,6 +150,17 @@ def test_the_gate_reads_json_under_any_spelling_of_its_media_type(server):
         big = httpx.post(f"{server}/gradio_api/queue/join", content=b" " * (3 * 2**20 + 10), headers=headers,
                          timeout=60)
         assert big.status_code == 413, (content_type, big.status_code)
+    # Found by a second probe: two Content-Type headers (the gate and FastAPI read different ones), a
+    # multipart type on a JSON route (skipped the size cap), JSON nested past the parser's depth (a 500).
+    two = [("Content-Type", "application/json"), ("Content-Type", "multipart/form-data; boundary=x")]
+    answer = httpx.post(f"{server}/gradio_api/queue/join", content=body, headers=two, timeout=30)
+    assert answer.status_code == 400 and "Expected an image" not in answer.text, answer.text
+    big = httpx.post(f"{server}/gradio_api/queue/join", content=b" " * (3 * 2**20 + 10), timeout=60,
+                     headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert big.status_code == 413, big.status_code
+    deep = httpx.post(f"{server}/gradio_api/queue/join", content="[" * 100_000 + "]" * 100_000, timeout=30,
+                      headers={"Content-Type": "application/json"})
+    assert deep.status_code == 400 and deep.json() == {"detail": "Malformed request."}, deep.text
 
 
 def test_calls_by_name_answer_unknown_names_and_missing_inputs_plainly(server):

@@ -3,8 +3,8 @@
 Gradio checks a FileData's path itself, but its refusal quotes the path made absolute (so a relative
 one reveals the server's working folder) and logs a traceback per request; an http(s) path it
 downloads on the visitor's behalf (private addresses excepted). This
-ASGI middleware reads each request body first (all but multipart uploads, which are Gradio's,
-bounded by `max_file_size`), caps its size, and refuses, with one message and one log line, any
+ASGI middleware reads each request body first (all but multipart uploads to Gradio's upload
+routes, bounded by its `max_file_size`), caps its size, and refuses, with one message and one log line, any
 JSON file object whose path is not a file in Gradio's upload folder. Base64 webcam frames carry no
 path and pass.
 """
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .uploads import NOT_AN_UPLOAD
 
 logger = logging.getLogger(__name__)
+UPLOAD_ROUTES = ("/upload", "/component_server")  # Gradio's multipart routes
 EVENT_ROUTE = re.compile(r"/(?:call|run|api)/([^/]+)/?$")  # POST .../call/<api_name> and the like
 
 
@@ -71,11 +72,17 @@ class UploadGuard:
         self.blocks = blocks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers") or [])
-        # Every POST body but a multipart upload (bounded by Gradio's max_file_size): FastAPI reads JSON
-        # under any spelling of its media type (Application/JSON, application/x+json, none at all).
-        if (scope["type"] != "http" or scope["method"] != "POST"
-                or headers.get(b"content-type", b"").strip().lower().startswith(b"multipart/")):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        content_types = [value for name, value in scope.get("headers") or [] if name.lower() == b"content-type"]
+        if len(content_types) > 1:  # the gate and FastAPI might each read a different one
+            await self._refuse(scope, receive, send, "One Content-Type header, please.", 400)
+            return
+        # Every POST body but an upload to Gradio's upload routes (bounded by its max_file_size): FastAPI
+        # reads JSON under any spelling of its media type (Application/JSON, application/x+json, none).
+        if (scope["path"].rstrip("/").endswith(UPLOAD_ROUTES)
+                and content_types and content_types[0].strip().lower().startswith(b"multipart/")):
             await self.app(scope, receive, send)
             return
         body, more = b"", True
@@ -92,6 +99,9 @@ class UploadGuard:
             data = json.loads(body) if body else None
         except ValueError:
             data = None  # not JSON after all: Gradio answers that itself
+        except RecursionError:  # nested deeper than the parser goes: Gradio's own parse would fail the same way
+            await self._refuse(scope, receive, send, "Malformed request.", 400)
+            return
         refusal = self._refusal(scope["path"], data)
         if refusal:
             await self._refuse(scope, receive, send, *refusal)
