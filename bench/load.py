@@ -10,7 +10,7 @@ a team's script would.
   load   per concurrency level: every client sends --requests calls; requests/s, p50/p95 latency, peak RSS;
   bombs  two image bombs at once (a 656 KB PNG claiming 15000x15000, a 2 KB JPEG header claiming
          14000x14000) while two clients keep calling: time to refusal, peak RSS growth;
-  soak   two clients calling for --soak-seconds: requests, failures, RSS at start and end.
+  soak   two clients calling for --soak-seconds: requests, failures, RSS at start, each minute, and end.
 """
 
 from __future__ import annotations
@@ -169,9 +169,14 @@ def main() -> None:
 
         if args.soak_seconds > 0:
             start_rss, stop_at = sampler.rss_mb(), time.monotonic() + args.soak_seconds
+            by_minute = []  # growth that levels off is warm-up; growth that keeps its slope is a leak
             with ThreadPoolExecutor(2) as pool:
-                soaked = list(pool.map(lambda _: client_calls(url, 0, stop_at), range(2)))
-            figures["soak"] = {"seconds": args.soak_seconds, "clients": 2,
+                futures = [pool.submit(client_calls, url, 0, stop_at) for _ in range(2)]
+                while not all(future.done() for future in futures):
+                    time.sleep(min(60.0, max(stop_at - time.monotonic(), 0.0) + 1.0))
+                    by_minute.append(round(sampler.rss_mb(), 1))
+                soaked = [future.result() for future in futures]
+            figures["soak"] = {"seconds": args.soak_seconds, "clients": 2, "rss_mb_by_minute": by_minute,
                                "calls": sum(len(lat) + f for lat, f in soaked),
                                "failures": sum(f for _, f in soaked),
                                "rss_start_mb": round(start_rss, 1), "rss_end_mb": round(sampler.rss_mb(), 1),

@@ -171,6 +171,22 @@ def test_calls_by_name_answer_unknown_names_and_missing_inputs_plainly(server):
         assert answer.status_code == 400 and answer.json() == {"detail": "Expected 5 input values, got 0."}, answer.text
 
 
+def test_sliders_sent_nonsense_are_refused_in_one_line(server, capfd):
+    """The page's sliders (live and photo events) get a short refusal for a non-number or a value out of
+    range; Gradio's own check failed with a TypeError and logged a traceback."""
+    config = httpx.get(f"{server}/config").json()
+    sliders = {c["id"] for c in config["components"] if c["type"] == "slider"}
+    events = [(i, d["inputs"]) for i, d in enumerate(config["dependencies"]) if sliders & set(d["inputs"])]
+    assert len(events) >= 2
+    capfd.readouterr()
+    for fn_index, inputs in events:
+        for nonsense in ("abc", [1, 2], {"a": 1}, 7):
+            data = [nonsense if target in sliders else None for target in inputs]
+            text = refusal_text(call_raw(server, fn_index, data))
+            assert "a number from" in text and "TypeError" not in text, (fn_index, nonsense, text)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_the_api_refuses_server_paths_whether_or_not_they_exist(server):
     config = httpx.get(f"{server}/config").json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "analyze")

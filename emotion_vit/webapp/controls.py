@@ -10,7 +10,7 @@ from ..annotate import emotion_color, face_ids
 from ..detect import DETECTOR_BACKENDS
 from ..pipeline import FrameAnalysis
 from ..service import NO_ADAPTER, EmotionService
-from .uploads import refuse
+from .uploads import CheckedSlider, refuse
 
 INFERENCE = "inference"  # the concurrency group of every handler that runs the model: one at a time
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]
@@ -41,10 +41,11 @@ def settings_controls(service: EmotionService) -> Controls:
         with gr.Row():
             detector = gr.Dropdown(list(DETECTOR_BACKENDS), value=settings.detector, label="Face detector",
                                    info="RetinaFace finds more small and turned faces; YuNet is faster.")
-            threshold = gr.Slider(0.3, 0.95, value=settings.score_threshold, step=0.05, label="Detection threshold",
-                                  info="Lower finds more faces (and more false ones); higher, only clear faces.")
-            smoothing = gr.Slider(0.0, 0.95, value=settings.smoothing, step=0.05, label="Smoothing (live)",
-                                  info="Weight of past frames in each face's emotion: higher is steadier, slower.")
+            threshold = CheckedSlider(0.3, 0.95, value=settings.score_threshold, step=0.05,
+                                      label="Detection threshold",
+                                      info="Lower finds more faces (and more false ones); higher, only clear faces.")
+            smoothing = CheckedSlider(0.0, 0.95, value=settings.smoothing, step=0.05, label="Smoothing (live)",
+                                      info="Weight of past frames in each face's emotion: higher is steadier, slower.")
             align = gr.Checkbox(value=settings.align, label="Align faces by the eyes",
                                 info="Rotate tilted faces upright before classifying them.")
             adapter = gr.Dropdown([NO_ADAPTER, *service.adapter_names()], value=NO_ADAPTER, label="Adapter",

@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,19 @@ class UploadedFiles(gr.File):
             return None
         files = [file_payload(item) for item in (value if isinstance(value, list) else [value])]
         return super().preprocess(ListFiles(root=files) if self.file_count != "single" else files[0])
+
+
+class CheckedSlider(gr.Slider):
+    """`gr.Slider` that checks a client's value before Gradio compares it with its bounds: a non-number or
+    one out of range is one short refusal (Gradio's own check fails with a TypeError and a traceback)."""
+
+    is_template = True  # served with gr.Slider's front end
+
+    def preprocess(self, payload):
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not self.minimum <= value <= self.maximum:  # NaN fails too
+            raise refuse(f"{self.label}: a number from {self.minimum} to {self.maximum}.")
+        return super().preprocess(value)
