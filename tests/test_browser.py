@@ -285,10 +285,15 @@ def test_live_webcam_stream_is_annotated(browser, app_url, page, model_dir, tmp_
         # (d) speed and the class's current mood are shown
         sync_api.expect(live.get_by_text(re.compile(r"\d+\.\d frames/s · \d+ ms per frame"))).to_be_visible()
         sync_api.expect(labelled_block(live, "Class mood now (last 5 s)")).to_contain_text("100%")
+        # (e) the mood plot draws its lines in the boxes' colours, named by the filled legends (frames, plot),
+        # not by Vega's hollow markers
+        sync_api.expect(live.locator("svg .mark-line path").first).to_be_attached(timeout=10_000)
+        sync_api.expect(live.locator("svg .role-legend")).to_have_count(0)
+        sync_api.expect(live.locator(".emotion-legend")).to_have_count(2)
         page.screenshot(path=str(SCREENSHOTS / "browser_live.png"), full_page=True)
         start.click()  # stop streaming
         sync_api.expect(start).to_have_text(re.compile(r"^\s*Start\s*$"))
-        # (e) the session report: the mood as CSV and PNG, to download
+        # (f) the session report: the mood as CSV and PNG, to download
         live.get_by_role("button", name="Session report (CSV and PNG)").click()
         report = labelled_block(live, re.compile(r"^\s*Session report"))
         # the first plot imports matplotlib: allow for it
@@ -353,6 +358,8 @@ def test_an_adapter_built_in_the_browser_shows_its_faces_and_labels_live(browser
         shown, percentages = read_largest_face(live, labels)
         print(f"adapter live: largest face {shown!r} {percentages}")
         assert set(percentages) == set(labels), f"rows {sorted(percentages)}, expected the adapter's {labels}"
+        # the colour legends follow the adapter: its new label has its colour under the frames and the plot
+        sync_api.expect(live.locator(".emotion-legend", has_text="confused")).to_have_count(2)
 
 
 def test_each_browser_keeps_its_own_adapter_key(browser, app_url, page, tmp_path):

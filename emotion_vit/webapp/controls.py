@@ -74,10 +74,28 @@ def face_rows(analysis: FrameAnalysis) -> list[list]:
     return rows
 
 
+def label_colors(labels: list[str]) -> dict[str, str]:
+    """Each label's colour as a hex string, as its boxes are drawn (plots take it in this form)."""
+    return {label: "#{:02x}{:02x}{:02x}".format(*emotion_color(label)) for label in labels}
+
+
+def adapter_labels(service: EmotionService, adapter, key) -> list[str]:
+    """The labels the chosen adapter answers with; the base model's while it cannot be loaded."""
+    try:
+        return service.model_for(adapter, key).labels
+    except Exception:  # an unknown or foreign adapter: the analysis refuses it, the legend keeps the base's
+        return service.model.labels
+
+
+def adapter_legend(service: EmotionService, adapter, key) -> str:
+    """The colour legend of the chosen adapter's labels."""
+    return color_legend(adapter_labels(service, adapter, key))
+
+
 def color_legend(labels: list[str]) -> str:
     """HTML: each emotion's colour, as boxes and plot lines show it (small faces carry only their #id)."""
     swatches = "".join(
         f'<span style="display:inline-block;margin-right:12px"><span style="display:inline-block;width:12px;'
         f'height:12px;background:rgb{emotion_color(label)};margin-right:4px;vertical-align:middle"></span>'
         f"{label}</span>" for label in labels)
-    return f'<div style="font-size:0.9em">{swatches}</div>'
+    return f'<div class="emotion-legend" style="font-size:0.9em">{swatches}</div>'

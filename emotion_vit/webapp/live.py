@@ -14,13 +14,13 @@ from functools import partial
 
 import gradio as gr
 
-from ..annotate import EMOTION_COLORS, draw_faces, emotion_color, face_ids
+from ..annotate import EMOTION_COLORS, draw_faces, face_ids
 from ..images import as_rgb_uint8
 from ..mood import MoodTimeline
 from ..report import write_session_report
 from ..service import EmotionService
 from ..track import FaceTracker
-from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, color_legend, face_rows
+from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, adapter_labels, color_legend, face_rows, label_colors
 from .uploads import UploadedImage, refuse
 
 logger = logging.getLogger(__name__)
@@ -106,10 +106,11 @@ def session_report(session: LiveSession | None):
     return gr.update(value=files, visible=True)
 
 
-def mood_colors(service: EmotionService) -> dict[str, str]:
-    """The plot's line colours: each emotion as its box in the frame."""
-    labels = [*EMOTION_COLORS, *service.model.labels]
-    return {label: "#{:02x}{:02x}{:02x}".format(*emotion_color(label)) for label in dict.fromkeys(labels)}
+def legend_and_plot_colors(service: EmotionService, adapter, key):
+    """The colour legends (under the frames and the plot) and the plot's line colours for the adapter's labels."""
+    labels = adapter_labels(service, adapter, key)
+    legend = color_legend(labels)
+    return legend, legend, gr.update(color_map=label_colors([*EMOTION_COLORS, *labels]))
 
 
 def live_tab(service: EmotionService, controls: Controls) -> None:
@@ -118,7 +119,7 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
     with gr.Row():
         webcam = UploadedImage(sources=["webcam"], streaming=True, type="numpy", label="Webcam")
         annotated = gr.Image(label="Faces", format="jpeg", interactive=False)
-    gr.HTML(color_legend(service.model.labels))
+    legend = gr.HTML(color_legend(service.model.labels))
     speed = gr.Markdown(label="Speed")
     with gr.Row():
         largest = gr.Label(num_top_classes=None, label="Largest face")  # all labels, an adapter's too
@@ -127,9 +128,12 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
     with gr.Row():
         # Starts empty (None): an untyped empty frame would fix the axes as categories for good.
         mood = gr.LinePlot(None, x="seconds", y="share", color="emotion", y_lim=[0, 1], height=300, scale=3,
-                           color_map=mood_colors(service), x_title="seconds since the first face",
-                           y_title="share of faces", title="Class mood: each emotion's share, last 5 minutes")
+                           color_map=label_colors([*EMOTION_COLORS, *service.model.labels]),
+                           colors_in_legend=[],  # Vega draws hollow markers: the filled legend below names colours
+                           x_title="seconds since the first face", y_title="share of faces",
+                           title="Class mood: each emotion's share, last 5 minutes")
         now = gr.Label(num_top_classes=None, label="Class mood now (last 5 s)", scale=1)
+    plot_legend = gr.HTML(color_legend(service.model.labels))
     with gr.Row():
         reset = gr.Button("Reset tracks and mood", size="sm")
         report_button = gr.Button("Session report (CSV and PNG)", size="sm")
@@ -140,5 +144,7 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
                                                 controls.smoothing, controls.align, controls.adapter, controls.key],
                   outputs, stream_every=settings.stream_every, time_limit=settings.stream_time_limit,
                   show_progress="hidden", api_visibility="undocumented", concurrency_id=INFERENCE)
+    controls.adapter.change(partial(legend_and_plot_colors, service), [controls.adapter, controls.key],
+                            [legend, plot_legend, mood], api_visibility="private", concurrency_id=INFERENCE)
     reset.click(partial(reset_live, service), [controls.adapter, controls.key], outputs, api_visibility="private")
     report_button.click(session_report, [session], [report_files], api_visibility="private")

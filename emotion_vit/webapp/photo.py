@@ -10,7 +10,7 @@ from ..annotate import draw_faces
 from ..images import read_image
 from ..report import write_answer_json
 from ..service import NO_ADAPTER, EmotionService, public_name
-from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, color_legend, face_rows
+from .controls import FACE_TABLE_COLUMNS, INFERENCE, Controls, adapter_legend, color_legend, face_rows
 from .uploads import UploadedImage, refuse, score_threshold_value
 
 
@@ -39,7 +39,7 @@ def photo_tab(service: EmotionService, controls: Controls) -> None:
     with gr.Row():
         photo = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="Photo")
         annotated = gr.Image(label="Faces", interactive=False)
-    gr.HTML(color_legend(service.model.labels))
+    legend = gr.HTML(color_legend(service.model.labels))
     with gr.Row():
         again = gr.Button("Analyze again (after changing settings)", size="sm")
         download = gr.DownloadButton("Download JSON", visible=False, size="sm")
@@ -50,3 +50,6 @@ def photo_tab(service: EmotionService, controls: Controls) -> None:
     # A new photo (upload, paste or clear) replaces the old result at once: never a stale answer beside it.
     photo.change(analyze, inputs, outputs, api_visibility="private", concurrency_id=INFERENCE)
     again.click(analyze, inputs, outputs, api_visibility="private", concurrency_id=INFERENCE)
+    controls.adapter.change(partial(adapter_legend, service),
+                            [controls.adapter, controls.key], [legend], api_visibility="private",
+                            concurrency_id=INFERENCE)
