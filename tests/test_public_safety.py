@@ -249,6 +249,24 @@ def test_uploads_over_the_size_limit_are_refused(server, tmp_path):
     assert answer.status_code == 413
 
 
+def test_an_upload_without_a_file_name_is_a_400_not_a_server_error(server, capfd):
+    """A "files" part with no file name is a plain form field to Gradio's parser, which then raises a
+    TypeError (HTTP 500, a traceback); the gate answers it in one line. A named file still uploads."""
+    capfd.readouterr()
+    bare = httpx.post(f"{server}/gradio_api/upload", files={"files": ("", ASTRONAUT.read_bytes(), "image/jpeg")},
+                      timeout=30)
+    field = httpx.post(f"{server}/gradio_api/upload", data={"files": "not a file"}, files={"x": ("a", b"1")},
+                       timeout=30)
+    for answer in (bare, field):
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"detail": "Malformed upload: send each file with its file name."}
+    assert "Traceback" not in capfd.readouterr().err
+    with ASTRONAUT.open("rb") as handle:
+        named = httpx.post(f"{server}/gradio_api/upload", files={"files": ("face.jpg", handle, "image/jpeg")},
+                           timeout=30)
+    assert named.status_code == 200 and named.json()[0].endswith("face.jpg"), named.text
+
+
 def test_inline_webcam_frames_are_checked_too(server):
     """Gradio's webcam sends frames as base64 data URLs: a lying header there is refused the same way."""
     import base64

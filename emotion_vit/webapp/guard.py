@@ -6,7 +6,7 @@ downloads on the visitor's behalf (private addresses excepted). This
 ASGI middleware reads each request body first (all but multipart uploads to Gradio's upload
 routes, bounded by its `max_file_size`), caps its size, and refuses, with one message and one log line, any
 JSON file object whose path is not a file in Gradio's upload folder. Base64 webcam frames carry no
-path and pass.
+path and pass. An upload that Gradio's own parser fails on gets a 400, not its HTTP 500.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class UploadGuard:
         # reads JSON under any spelling of its media type (Application/JSON, application/x+json, none).
         if (scope["path"].rstrip("/").endswith(UPLOAD_ROUTES)
                 and content_types and content_types[0].strip().lower().startswith(b"multipart/")):
-            await self.app(scope, receive, send)
+            await self._upload(scope, receive, send)
             return
         body, more = b"", True
         while more:
@@ -107,6 +107,25 @@ class UploadGuard:
             await self._refuse(scope, receive, send, *refusal)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass an upload to Gradio; a form it fails on before answering (a file part without a file name
+        raises its TypeError: HTTP 500 and a traceback) is refused instead."""
+        answered = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            if answered:
+                raise
+            logger.debug("upload failed in Gradio", exc_info=True)
+            logger.info("refused: malformed upload (%s)", type(error).__name__)
+            await JSONResponse({"detail": "Malformed upload: send each file with its file name."},
+                               status_code=400)(scope, receive, send)
 
     def _refusal(self, path: str, data) -> tuple[str, int] | None:
         if names_foreign_file(data):
