@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import platform
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -358,3 +361,38 @@ def test_an_unknown_endpoint_is_a_404_not_a_server_error(server):
                             json={"data": [], "fn_index": fn_index, "session_hash": uuid.uuid4().hex}, timeout=10)
         assert answer.status_code == 404 and answer.json() == {"detail": "Unknown endpoint."}, answer.text
     assert httpx.get(f"{server}/config", timeout=10).status_code == 200  # the server lives on
+
+
+ARENA_PROBE = """
+import ctypes, sys, threading
+from emotion_vit.webapp import limit_malloc_arenas
+limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+barrier = threading.Barrier(8)
+def work():  # eight threads allocating at once, as Gradio's workers do
+    barrier.wait()
+    kept = [bytearray(1000) for _ in range(2000)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+stream = ctypes.c_void_p(libc.fopen(sys.argv[2].encode(), b"w"))
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+print(limited, open(sys.argv[2]).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_the_server_keeps_to_two_malloc_heaps(tmp_path):
+    """Memory crept up under steady traffic with a glibc heap per worker thread (bench/load.py's soak):
+    the app caps them at two before Gradio starts its threads, unless MALLOC_ARENA_MAX says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def heaps(mode: str, **extra) -> str:
+        return subprocess.run([sys.executable, "-c", ARENA_PROBE, mode, str(tmp_path / "info.xml")], cwd=REPO,
+                              env={**env, **extra}, capture_output=True, text=True, check=True).stdout.split()
+    assert heaps("limit") == ["True", "2"]
+    assert int(heaps("none")[1]) > 2  # without the cap each thread may take a heap of its own
+    assert heaps("limit", MALLOC_ARENA_MAX="4")[0] == "False"  # the operator's setting wins
