@@ -104,8 +104,9 @@ def app_command(argv: list[str]) -> None:
     from emotion_vit.flags import from_flags
     from emotion_vit.pipeline import set_inference_threads
     from emotion_vit.service import AppSettings, EmotionService
-    from emotion_vit.webapp import build_app, launch
+    from emotion_vit.webapp import build_app, launch, limit_malloc_arenas
 
+    limit_malloc_arenas()  # first: the heaps made while the model loads would stay (torch, onnxruntime threads)
     args = app_parser().parse_args(argv)
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)  # python app.py comes here, not through main
     set_inference_threads(args.threads)

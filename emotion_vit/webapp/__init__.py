@@ -27,12 +27,12 @@ from .live import live_tab
 from .personalize import personalize_tab, restore_key
 from .photo import photo_tab
 
-__all__ = ["INFERENCE", "MAX_FILE_MB", "QUEUE_SIZE", "build_app", "launch"]
+__all__ = ["INFERENCE", "MAX_FILE_MB", "QUEUE_SIZE", "build_app", "launch", "limit_malloc_arenas"]
 logger = logging.getLogger(__name__)
 MAX_FILE_MB = 20  # uploads above this are refused by Gradio before they are stored
 QUEUE_SIZE = 64  # requests waiting beyond this are refused ("queue full") instead of piling up
 # glibc gives each of Gradio's worker threads a heap of its own, and memory crept up under steady traffic
-# (+100 MB in 10 minutes of bench/load.py's soak); with two heaps it stays within ~15 MB at the same speed.
+# (+100 MB in 10 minutes of bench/load.py's soak); with two heaps it stayed within ~40 MB at the same speed.
 MALLOC_ARENAS = 2
 # Gradio's webcam button says "Record", which suggests video is saved; nothing is.
 BUTTON_TEXTS = gr.I18n(en={"audio.record": "Start", "audio.stop": "Stop"})
@@ -61,8 +61,9 @@ def build_app(service: EmotionService) -> gr.Blocks:
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc heaps (arenas) for the threads started from now on; an operator's
-    MALLOC_ARENA_MAX wins. False where there is nothing to set (another C library, or set already)."""
+    """Cap glibc's malloc heaps (arenas); call it before the model loads, as heaps made until then stay
+    (torch's and onnxruntime's threads make four more). An operator's MALLOC_ARENA_MAX wins. False where
+    there is nothing to set (another C library, or set already)."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
     try:
@@ -76,7 +77,6 @@ def launch(app: gr.Blocks, host: str, port: int, share: bool = False, max_file_m
     """Serve `app`: one model call at a time, a bounded queue, bounded uploads. Prints where it listens
     (Gradio's own start text would advise `share=True` in code; here that is `--share`)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks, one line per request
-    limit_malloc_arenas()  # before Gradio starts its worker threads
     result = app.queue(default_concurrency_limit=1, max_size=queue_size).launch(
         server_name=host, server_port=port, share=share, show_error=False, max_file_size=f"{max_file_mb}mb",
         i18n=BUTTON_TEXTS, app_kwargs={"exception_handlers": {KeyError: unknown_endpoint}, "middleware": [
