@@ -84,7 +84,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args,
         callbacks=[augmentation_state, ChunkLog(), *([chunk] if chunk else [])])
 
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    checkpoint = resume_point(training_args)
     if checkpoint:
         logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
         augmentation_state.restore(checkpoint)
@@ -151,6 +151,15 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
                      parameters=sum(p.numel() for p in trainer.model.parameters()),
                      transformers_version=transformers.__version__)
     return results
+
+
+def resume_point(training_args: TrainingArguments) -> str | None:
+    """The checkpoint to resume from, the same for every process: rank 0's view of the folder (under
+    torchrun, rank 1 once found a checkpoint folder that was still being written and failed to resume from it)."""
+    checkpoint = [training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(checkpoint, src=0)
+    return checkpoint[0]
 
 
 def last_checkpoint(output_dir: str) -> str | None:
