@@ -106,11 +106,16 @@ def session_report(session: LiveSession | None):
     return gr.update(value=files, visible=True)
 
 
+def mood_colors(labels: list[str]) -> dict[str, str]:
+    """The mood plot's line colours: every emotion and the model's (or adapter's) labels, as their boxes."""
+    return label_colors([*EMOTION_COLORS, *labels])
+
+
 def legend_and_plot_colors(service: EmotionService, adapter, key):
     """The colour legends (under the frames and the plot) and the plot's line colours for the adapter's labels."""
     labels = adapter_labels(service, adapter, key)
     legend = color_legend(labels)
-    return legend, legend, gr.update(color_map=label_colors([*EMOTION_COLORS, *labels]))
+    return legend, legend, gr.update(color_map=mood_colors(labels))
 
 
 def live_tab(service: EmotionService, controls: Controls) -> None:
@@ -128,7 +133,7 @@ def live_tab(service: EmotionService, controls: Controls) -> None:
     with gr.Row():
         # Starts empty (None): an untyped empty frame would fix the axes as categories for good.
         mood = gr.LinePlot(None, x="seconds", y="share", color="emotion", y_lim=[0, 1], height=300, scale=3,
-                           color_map=label_colors([*EMOTION_COLORS, *service.model.labels]),
+                           color_map=mood_colors(service.model.labels),
                            colors_in_legend=[],  # Vega draws hollow markers: the filled legend below names colours
                            x_title="seconds since the first face", y_title="share of faces",
                            title="Class mood: each emotion's share, last 5 minutes")

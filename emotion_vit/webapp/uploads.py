@@ -12,7 +12,6 @@ import base64
 import binascii
 import io
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,21 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def number_in_range(value, low: float, high: float, refusal: str) -> float:
+    """A client's number, as a float, if it lies in [low, high]; anything else (text, a list, NaN) is
+    refused with `refusal`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise refuse(refusal) from None
+    if not low <= number <= high:  # NaN fails too
+        raise refuse(refusal)
+    return number
+
+
 def score_threshold_value(value) -> float:
     """A detection threshold from a client: a number in [0, 1] (0 keeps every candidate), else refused."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise refuse("score_threshold must be a number from 0 to 1.") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise refuse("score_threshold must be a number from 0 to 1.")
-    return value
+    return number_in_range(value, 0.0, 1.0, "score_threshold must be a number from 0 to 1.")
 
 
 def uploaded_file(value) -> str:
@@ -148,10 +153,5 @@ class CheckedSlider(gr.Slider):
     is_template = True  # served with gr.Slider's front end
 
     def preprocess(self, payload):
-        try:
-            value = float(payload)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not self.minimum <= value <= self.maximum:  # NaN fails too
-            raise refuse(f"{self.label}: a number from {self.minimum} to {self.maximum}.")
-        return super().preprocess(value)
+        refusal = f"{self.label}: a number from {self.minimum} to {self.maximum}."
+        return super().preprocess(number_in_range(payload, self.minimum, self.maximum, refusal))
