@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser
 
@@ -42,6 +43,9 @@ def parse_training_args(argv: list[str]) -> tuple[ModelArguments, DataArguments,
     if unknown:
         raise ValueError(f"{config_path}: unknown recipe keys {unknown}; see `python train.py train --help`")
     parser.set_defaults(**recipe)
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        # Lets `bf16: true` mean CPU autocast here (transformers refuses bf16 without a GPU otherwise).
+        parser.set_defaults(use_cpu=True)
     model_args, data_args, training_args, _ = parser.parse_args_into_dataclasses(args=rest)  # _: --config
     given = {flag.lstrip("-").split("=", 1)[0].replace("-", "_") for flag in rest if flag.startswith("--")}
     effective = {**vars(model_args), **vars(data_args), **training_args.to_dict()}
