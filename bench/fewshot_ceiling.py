@@ -1,16 +1,31 @@
-"""How much of the few-shot new-class result is the base model's features? The prototype gate of
-emotion_vit.adapt, run on any model's frozen embedding, with one class's output masked.
+"""How much of the few-shot new-class result is the base model's features, and which gate uses them
+best? The prototype gate of emotion_vit.adapt, run on any model's frozen features, with one class's
+output masked.
 
     python bench/fewshot_ceiling.py --model runs/fer2013-pvt-no-surprise   # the real experiment
     python bench/fewshot_ceiling.py --model models/emotion-vit-fer2013     # features that saw surprise
     python bench/fewshot_ceiling.py --model models/emotion-vit-fer2013 --directions cosine whitened
+    python bench/fewshot_ceiling.py --model runs/fer2013-pvt-no-surprise \\
+        --features final stage3 stage3-grid --directions cosine whitened nearest logistic
 
 The first is bench/fewshot.py's new-class experiment (same draws of Training references, same
-calibration on the model's feature bank). The second is not a valid few-shot result: the shipped
-model learned surprise from 3,171 faces. With its surprise output masked, it shows what the same
-5 references and the same gate reach when the backbone's features already separate the class:
-the ceiling that a stronger base trained without surprise could approach. `--directions whitened`
-tries a lever: the gate along a Fisher (whitened) direction instead of the prototype's mean.
+calibration: 2% of real faces of the other classes pass). The second is not a valid few-shot result:
+the shipped model learned surprise from 3,171 faces. With its surprise output masked, it shows what
+the same 5 references and the same gate reach when the backbone's features already separate the
+class. Levers:
+- `--directions`: the gate along the prototype's mean (cosine, shipped), a Fisher (whitened)
+  direction, the nearest reference view (nearest), or a logistic regression of the reference views
+  against the bank (logistic; fitted on half the bank, calibrated on the other half).
+- `--directions lora`: the gate decides when, LoRA what it is: the `lora` adapter trained on the
+  references (as `train.py adapt --method lora`), its probability of the new class as the score,
+  calibrated on real Training faces of the other classes (images through the adapted model); the
+  base model answers for every face the gate does not take. Only for a model without the class;
+  it reads no frozen features (give it with `--features final` alone).
+- `--features`: the classifier's input (final, shipped), or an earlier stage of the backbone, pooled
+  (stage3) or kept as its spatial grid (stage3-grid, stage4-grid): a backbone trained without the
+  class may have discarded it by its last layer but not before.
+With `--features final`, the bank is the model's shipped feature bank; otherwise 256 Training faces
+per class are drawn (seeded) and embedded the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fewshot import split_arrays
+from fewshot import adapt, references, split_arrays
 from machine import machine_line
 
 from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats
@@ -31,21 +46,85 @@ from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
 from emotion_vit.transforms import training_augmentation
 
+STAGES = {"stage3": (2, "pooled"), "stage3-grid": (2, "grid"), "stage4-grid": (3, "grid")}
+
 
 @torch.inference_mode()
-def features_and_probabilities(model, faces, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    features = torch.cat([embeddings(model.model, model.preprocessing(faces[i:i + batch_size]))
-                          for i in range(0, len(faces), batch_size)])
-    return features, model.model.classifier(features).softmax(-1)
+def features_of(model, pixels: torch.Tensor, kind: str, batch_size: int = 512) -> torch.Tensor:
+    """Unit-length features of `kind` for preprocessed faces."""
+    chunks = []
+    for i in range(0, len(pixels), batch_size):
+        batch = pixels[i:i + batch_size]
+        if kind == "final":
+            chunks.append(embeddings(model.model, batch).float())
+            continue
+        stage, form = STAGES[kind]
+        hidden = model.model(pixel_values=batch, output_hidden_states=True).hidden_states[stage].float()
+        chunks.append(hidden.mean((2, 3)) if form == "pooled" else hidden.flatten(1))
+    return F.normalize(torch.cat(chunks), dim=-1)
 
 
 def whitened_direction(views: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor) -> torch.Tensor:
-    """A lever for the gate: the references' mean minus the bank's, through the inverse of the bank's
-    within-class covariance (Fisher's discriminant; shrunk 10% toward its diagonal mean)."""
+    """The references' mean minus the bank's, through the inverse of the bank's within-class covariance
+    (Fisher's discriminant; shrunk 10% toward its diagonal mean)."""
     centred = torch.cat([bank[bank_ids == c] - bank[bank_ids == c].mean(0) for c in bank_ids.unique()])
     covariance = centred.T @ centred / len(centred)
     covariance = 0.9 * covariance + 0.1 * covariance.diagonal().mean() * torch.eye(len(covariance))
     return F.normalize(torch.linalg.solve(covariance, views.mean(0) - bank.mean(0)), dim=0)
+
+
+def logistic_scorer(views: torch.Tensor, negatives: torch.Tensor, steps: int = 200, weight_decay: float = 1e-2):
+    """An L2-regularised logistic regression of the views (positives) against the negatives, classes
+    weighted equally; returns the scoring function."""
+    inputs = torch.cat([views, negatives])
+    targets = torch.cat([torch.ones(len(views)), torch.zeros(len(negatives))])
+    weights = torch.where(targets == 1, 0.5 / len(views), 0.5 / len(negatives))
+    linear = torch.nn.Linear(inputs.shape[1], 1)
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (F.binary_cross_entropy_with_logits(linear(inputs).squeeze(1), targets, reduction="none")
+                * weights).sum() + weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+
+    @torch.no_grad()
+    def score(features: torch.Tensor) -> torch.Tensor:
+        return linear(features).squeeze(1)
+    return score
+
+
+def gate_scores(kind: str, views, bank, bank_ids, rate: float, test, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate's scores on the test faces and its threshold (`rate` of bank faces pass)."""
+    if kind == "cosine":  # the shipped gate
+        direction, threshold, _ = calibrate_gate(views, bank, rate)
+        return test @ direction, threshold
+    if kind == "whitened":
+        direction = whitened_direction(views, bank, bank_ids)
+        return test @ direction, torch.quantile(bank @ direction, 1 - rate)
+    if kind == "nearest":
+        score = lambda features: (features @ views.T).amax(-1)  # noqa: E731
+        return score(test), torch.quantile(score(bank), 1 - rate)
+    half = torch.randperm(len(bank), generator=generator)
+    fit, calibrate = half[: len(bank) // 2], half[len(bank) // 2:]
+    score = logistic_scorer(views, bank[fit])
+    return score(test), torch.quantile(score(bank[calibrate]), 1 - rate)
+
+
+def lora_gate_scores(model, train_faces, train_labels, names, picks, heldout: str, bank_faces, rate: float,
+                     test_faces, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `lora` adapter's probability of the new class on the test faces, and the threshold that `rate`
+    of the bank's face images pass through the same adapted model."""
+    adapted, _, _ = adapt(model, references(train_faces, train_labels, names, {heldout: picks}), "lora", seed)
+    column = adapted.labels.index(heldout)
+
+    def score(faces):
+        return torch.cat([adapted.predict_proba(faces[i:i + 512])[:, column] for i in range(0, len(faces), 512)])
+    return score(test_faces), torch.quantile(score(bank_faces), 1 - rate)
 
 
 def main() -> None:
@@ -54,8 +133,10 @@ def main() -> None:
     parser.add_argument("--heldout", default="surprise")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
     parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--directions", nargs="+", choices=["cosine", "whitened"], default=["cosine"],
-                        help="the gate's direction: the shipped prototype (cosine) and/or a whitened one (a lever)")
+    parser.add_argument("--directions", nargs="+", choices=["cosine", "whitened", "nearest", "logistic", "lora"],
+                        default=["cosine"], help="the gate's score (cosine: the shipped prototype)")
+    parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
+                        help="which features the gate reads (final: the classifier's input, shipped)")
     args = parser.parse_args()
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
@@ -64,40 +145,62 @@ def main() -> None:
     test_faces, test_labels, names = split_arrays(data["validation"])
     train_faces, train_labels, _ = split_arrays(data["train"])
     options = AdaptOptions()
-    stats = load_feature_stats(model)
     kept = [i for i, label in enumerate(model.labels) if label != args.heldout]  # mask the class if the model has it
-    in_bank = torch.isin(stats["bank_labels"], torch.tensor(kept))
-    bank, bank_ids = F.normalize(stats["bank_features"].float(), dim=-1)[in_bank], stats["bank_labels"][in_bank]
-    features, probabilities = features_and_probabilities(model, test_faces)
-    features = F.normalize(features.float(), dim=-1)
+    if "lora" in args.directions and args.heldout in model.labels:
+        parser.error(f"--directions lora needs a model trained without {args.heldout!r}")
+    with torch.inference_mode():
+        probabilities = torch.cat([model.model(pixel_values=model.preprocessing(test_faces[i:i + 512])).logits
+                                   for i in range(0, len(test_faces), 512)]).softmax(-1)
     base_prediction = np.array(model.labels)[np.array(kept)[probabilities[:, kept].argmax(-1).numpy()]]
     truth = np.array(names)[test_labels]
     others = truth != args.heldout
     before = float(np.mean(base_prediction[others] == truth[others]))
     pool = np.flatnonzero(train_labels == names.index(args.heldout))
-    augment = training_augmentation(options.augmentation_strength, options.seed)
     print(f"{args.model}: other classes {before:.1%} before; gate at {options.false_positive_rate:.0%} of the bank")
-    for k in (1, 5, 10):
-        recalls, others_after = {d: [] for d in args.directions}, {d: [] for d in args.directions}
-        for draw in range(args.draws):  # the draws of bench/fewshot.py
-            picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
-            views = label_views([model.preprocessing.gray(train_faces[i]) for i in picks], options.views_per_label,
-                                 model.preprocessing, augment)
-            with torch.inference_mode():
-                views = F.normalize(embeddings(model.model, views).float(), dim=-1)
+    rng = np.random.default_rng(0)  # 256 Training faces per other class: images, for the bank of other features
+    bank_picks = np.concatenate([rng.choice(np.flatnonzero(train_labels == names.index(model.labels[c])), 256,
+                                            replace=False) for c in kept])
+    bank_faces = [train_faces[i] for i in bank_picks]
+    rows = []
+    for feature_kind in args.features:
+        test = features_of(model, model.preprocessing(test_faces), feature_kind)
+        if feature_kind == "final":  # the model's shipped bank, as the adapters calibrate
+            stats = load_feature_stats(model)
+            in_bank = torch.isin(stats["bank_labels"], torch.tensor(kept))
+            bank = F.normalize(stats["bank_features"].float(), dim=-1)[in_bank]
+            bank_ids = stats["bank_labels"][in_bank]
+        else:
+            bank = features_of(model, model.preprocessing(bank_faces), feature_kind)
+            bank_ids = torch.as_tensor(train_labels[bank_picks])
+        augment = training_augmentation(options.augmentation_strength, options.seed)
+        for k in (1, 5, 10):
+            recalls, others_after = {d: [] for d in args.directions}, {d: [] for d in args.directions}
+            for draw in range(args.draws):  # the draws of bench/fewshot.py
+                picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
+                views = features_of(model, label_views([model.preprocessing.gray(train_faces[i]) for i in picks],
+                                                       options.views_per_label, model.preprocessing, augment),
+                                    feature_kind)
+                for kind in args.directions:
+                    if kind == "lora":
+                        scores, threshold = lora_gate_scores(model, train_faces, train_labels, names, picks,
+                                                             args.heldout, bank_faces, options.false_positive_rate,
+                                                             test_faces, seed=draw)
+                    else:
+                        scores, threshold = gate_scores(kind, views, bank, bank_ids, options.false_positive_rate,
+                                                        test, torch.Generator().manual_seed(draw))
+                    predicted = np.where((scores > threshold).numpy(), args.heldout, base_prediction)
+                    recalls[kind].append(np.mean(predicted[~others] == args.heldout))
+                    others_after[kind].append(np.mean(predicted[others] == truth[others]))
             for kind in args.directions:
-                if kind == "cosine":  # the shipped gate
-                    direction, threshold, _ = calibrate_gate(views, bank, options.false_positive_rate)
-                else:  # the same calibration on another direction
-                    direction = whitened_direction(views, bank, bank_ids)
-                    threshold = torch.quantile(bank @ direction, 1 - options.false_positive_rate)
-                predicted = np.where((features @ direction > threshold).numpy(), args.heldout, base_prediction)
-                recalls[kind].append(np.mean(predicted[~others] == args.heldout))
-                others_after[kind].append(np.mean(predicted[others] == truth[others]))
-        for kind in args.directions:
-            print(f"k={k:2d} {kind}: {args.heldout} recall {np.mean(recalls[kind]):.1%} ± {np.std(recalls[kind]):.1%}, "
-                  f"other classes {before:.1%} -> {np.mean(others_after[kind]):.1%} ± {np.std(others_after[kind]):.1%}",
-                  flush=True)
+                rows.append((feature_kind, kind, k, recalls[kind], others_after[kind]))
+                print(f"{feature_kind} {kind} k={k:2d}: {args.heldout} recall {np.mean(recalls[kind]):.1%} ± "
+                      f"{np.std(recalls[kind]):.1%}, other classes {before:.1%} -> {np.mean(others_after[kind]):.1%} ± "
+                      f"{np.std(others_after[kind]):.1%}", flush=True)
+    print(f"\n| features | gate | k | {args.heldout} recall | other classes (before {before:.1%}) |\n"
+          "|---|---|---|---|---|")
+    for feature_kind, kind, k, recall, after in rows:
+        print(f"| {feature_kind} | {kind} | {k} | {np.mean(recall):.1%} ± {np.std(recall):.1%} | "
+              f"{np.mean(after):.1%} ± {np.std(after):.1%} |")
 
 
 if __name__ == "__main__":
