@@ -74,6 +74,7 @@ def main() -> None:
                              "15%% margin is about 1.477 0 0 for RetinaFace's boxes).")
     parser.add_argument("--crop-spread", type=float,
                         help="The app's photo_crop_spread (default: the app's; 0: one crop per face).")
+    parser.add_argument("--bf16", choices=["auto", "on", "off"], help="The app's bf16 (default: the app's).")
     parser.add_argument("--frames", help="Score this folder of <label>/<n>.jpg frames written by an earlier --keep "
                                          "instead of writing new ones (same --data, --split, --limit, --seed).")
     parser.add_argument("--keep", help="Write the frames here and keep them (default: a temporary folder).")
@@ -87,6 +88,8 @@ def main() -> None:
         settings = AppSettings(model=args.model, geometry=geometry)
         if args.crop_spread is not None:
             settings.photo_crop_spread = args.crop_spread
+        if args.bf16 is not None:
+            settings.bf16 = args.bf16
         service = EmotionService(settings)
         labels = service.model.labels
         # Direct: the faces as given, in the order of the folder's files (label folders, then index).
@@ -101,7 +104,7 @@ def main() -> None:
         found = [i for i, answer in enumerate(app["predictions"]) if answer["prediction"] is not None]
         figures = {"frames": len(frames), "data": Path(args.data).name, "split": args.split, "seed": args.seed,
                    "model": Path(args.model).name, "machine": machine_line(), "geometry": vars(geometry),
-                   "crop_spread": service.settings.photo_crop_spread,
+                   "crop_spread": service.settings.photo_crop_spread, "bf16": service.model.bf16,
                    "direct": scores(direct, references, labels),
                    "direct_on_found": scores([direct[i] for i in found], [references[i] for i in found], labels),
                    "app_on_found": scores([labels.index(app["predictions"][i]["prediction"]) for i in found],
@@ -119,7 +122,8 @@ def main() -> None:
 
     print(f"machine: {figures['machine']}")
     print(f"{figures['frames']} {args.split} faces of {figures['data']} in 640x480 frames (seed {args.seed}), "
-          f"model {figures['model']}, {geometry}, crop spread {service.settings.photo_crop_spread}")
+          f"model {figures['model']}, {geometry}, crop spread {service.settings.photo_crop_spread}, "
+          f"bf16 {service.model.bf16}")
     print("| path | accuracy | macro-F1 | faces missed | " + " | ".join(labels) + " |")
     print("|---|---|---|---|" + "---|" * len(labels))
     for name in ("direct", "app", "fer", "direct_on_found", "app_on_found"):

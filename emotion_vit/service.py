@@ -28,7 +28,7 @@ import numpy as np
 from .adapt import METADATA_FILE, References, build_adapter, load_adapter, save_adapter
 from .crop import CropGeometry
 from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
-from .model import EmotionModel, load_emotion_model
+from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
 
@@ -73,6 +73,9 @@ class AppSettings:
     align: bool = field(default=False, metadata={"help": "Rotate face crops so the eyes are level."})
     flip_tta: bool = field(default=True, metadata={
         "help": "Classify each face once, not also mirrored (half the classifier time, 1.8 points less accurate)."})
+    bf16: str = field(default="auto", metadata={
+        "help": "Classify in bfloat16: auto where the CPU has it natively (AVX512-BF16, AMX): half the classifier "
+                "time for a class of faces, the same accuracy; on or off to choose.", "choices": ["auto", "on", "off"]})
     stream_every: float = field(default=0.2, metadata={"help": "Seconds between webcam frames sent for analysis."})
     stream_time_limit: int | None = field(default=None, metadata={
         "help": "Seconds a live stream may run (default: as long as the page is open)."})
@@ -89,6 +92,9 @@ class AppSettings:
     adapters_in_memory: int = field(default=8, metadata={
         "help": "Adapted models kept loaded (about 14 MB each); the least recently used one is dropped."})
 
+    def classify_in_bf16(self) -> bool:
+        return self.bf16 == "on" or (self.bf16 == "auto" and cpu_has_native_bf16())
+
 
 class EmotionService:
     """The model and the detectors, loaded once and shared by all sessions."""
@@ -97,6 +103,7 @@ class EmotionService:
         self.settings = settings
         self.model: EmotionModel = load_emotion_model(settings.model)
         self.model.flip_tta = settings.flip_tta
+        self.model.bf16 = settings.classify_in_bf16()
         self._detectors: dict[str, FaceDetector] = {}
         self._adapted: OrderedDict[str, EmotionModel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
@@ -144,6 +151,7 @@ class EmotionService:
             if str(folder) not in self._adapted:
                 self._adapted[str(folder)] = load_adapter(self.model, folder)
                 self._adapted[str(folder)].flip_tta = self.settings.flip_tta
+                self._adapted[str(folder)].bf16 = self.model.bf16
                 while len(self._adapted) > max(self.settings.adapters_in_memory, 1):  # visitors' keys are free
                     self._adapted.popitem(last=False)
             self._adapted.move_to_end(str(folder))

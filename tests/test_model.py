@@ -74,3 +74,38 @@ def test_publictest_accuracy_meets_the_bar():
     with_flip = evaluate_model(DEFAULT_MODEL, str(FER_ZIP), split="validation", flip_tta=True)
     assert with_flip["accuracy"] >= PUBLIC_TEST_BAR
     assert f"{with_flip['accuracy']:.2%}" in (DEFAULT_MODEL / "README.md").read_text()
+
+
+@pytest.mark.skipif(not FER_ZIP.exists(), reason="../shared/data/fer2013.zip is absent")
+def test_bfloat16_classification_agrees_with_float32():
+    """`AppSettings.bf16` may switch the app to bfloat16 matrix products: same answers on real faces
+    (PublicTest as a whole: 65.12% float32, 65.03% bf16, docs/benchmarks.md)."""
+    import dataclasses
+
+    from emotion_vit.data import load_emotion_dataset
+    from emotion_vit.model import load_emotion_model
+
+    model = load_emotion_model(DEFAULT_MODEL)
+    faces = [np.asarray(image) for image in load_emotion_dataset(str(FER_ZIP))["validation"][:300]["image"]]
+    float32 = model.predict_proba(faces)
+    bfloat16 = dataclasses.replace(model, bf16=True).predict_proba(faces)
+    assert float32.dtype == bfloat16.dtype == float32.float().dtype
+    assert (float32.argmax(-1) == bfloat16.argmax(-1)).float().mean() >= 0.95
+    assert 0 < (float32 - bfloat16).abs().max() < 0.1  # bfloat16 was used, and it changes little
+
+
+def test_bf16_setting_follows_the_cpu(tmp_path, monkeypatch):
+    from emotion_vit import service as service_module
+    from emotion_vit.model import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")  # bf16 only emulated: slower
+    assert not cpu_has_native_bf16(cpuinfo)
+    assert not cpu_has_native_bf16(tmp_path / "absent")
+    for native in (True, False):
+        monkeypatch.setattr(service_module, "cpu_has_native_bf16", lambda native=native: native)
+        for setting, expected in (("auto", native), ("on", True), ("off", False)):
+            assert service_module.AppSettings(bf16=setting).classify_in_bf16() is expected, (setting, native)
+    assert service_module.EmotionService(service_module.AppSettings(bf16="on")).model.bf16
