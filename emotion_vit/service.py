@@ -229,6 +229,7 @@ class EmotionService:
             "model": public_name(self.model_for(adapter, key).name),
             "adapter": adapter or NO_ADAPTER,
             "detector": detector or self.settings.detector,
+            "precision": "bfloat16" if self.model.bf16 else "float32",  # why figures differ by a little between servers
             "image": {"width": analysis.width, "height": analysis.height},
             "timings_ms": analysis.timings_ms,
         }
