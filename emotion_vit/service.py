@@ -149,9 +149,7 @@ class EmotionService:
         folder = self._adapter_folder(adapter, key)
         with self._lock:
             if str(folder) not in self._adapted:
-                self._adapted[str(folder)] = load_adapter(self.model, folder)
-                self._adapted[str(folder)].flip_tta = self.settings.flip_tta
-                self._adapted[str(folder)].bf16 = self.model.bf16
+                self._adapted[str(folder)] = load_adapter(self.model, folder)  # with the base's flip TTA and bf16
                 while len(self._adapted) > max(self.settings.adapters_in_memory, 1):  # visitors' keys are free
                     self._adapted.popitem(last=False)
             self._adapted.move_to_end(str(folder))

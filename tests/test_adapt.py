@@ -77,6 +77,8 @@ def test_new_label_grows_the_head_and_keeps_base_ids(base, tmp_path):
     assert loaded.labels[:7] == list(EMOTIONS) and loaded.labels[7] == "confused"
     assert loaded.model.config.id2label[7] == "confused" and loaded.model.config.label2id["surprise"] == 5
     assert loaded.predict_proba(refs.crops).shape == (2, 8)
+    served = load_adapter(replace(base, flip_tta=True, bf16=True), tmp_path / "new")
+    assert served.flip_tta and served.bf16  # an adapter classifies as the base it is served with
 
 
 def test_a_closed_gate_leaves_the_base_probabilities(base):

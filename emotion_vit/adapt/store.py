@@ -54,7 +54,8 @@ def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
         model = PeftModel.from_pretrained(model, str(folder))
     model.eval()
     return EmotionModel(model=model, preprocessing=base.preprocessing, labels=list(metadata["labels"]),
-                        name=f"{base.name}+{metadata['name']}", sha256=base.sha256)
+                        name=f"{base.name}+{metadata['name']}", sha256=base.sha256,
+                        flip_tta=base.flip_tta, bf16=base.bf16)  # it classifies as its base does
 
 def adapter_size_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
