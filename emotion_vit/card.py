@@ -9,6 +9,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 SPLIT_NOTES = {"validation": "validation (FER2013 PublicTest when the data carries FER2013's split)",
                "test": "test (FER2013 PrivateTest when the data carries FER2013's split)"}
+FLIP_TTA = "_flip_tta"  # a results key `validation_flip_tta`: the split scored with flip test-time augmentation
 
 CARD_TEMPLATE = """---
 {card_data}
@@ -39,7 +40,13 @@ size scores about 1 point lower on PublicTest faces placed in frames.
 
 {results_table}
 
-Confusion matrices: {confusion_links}.
+One view is what `pipeline()` gives; flip TTA classifies each face and its mirror image and averages
+the two probability vectors, as the emotion_vit app does by default. Confusion matrices (one view):
+{confusion_links}. Reproduce each row:
+
+```bash
+{reproduce}
+```
 
 ## Model
 
@@ -79,10 +86,11 @@ def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str]
                      image_size: int | None = None, model_ref: str | None = None) -> Path:
     """Write README.md with hub metadata (library, pipeline tag, data set, metrics) into output_dir."""
     output_dir = Path(output_dir)
-    eval_results = [
+    one_view = {split: scores for split, scores in results.items() if not split.endswith(FLIP_TTA)}
+    eval_results = [  # the hub's metadata: one view, as pipeline() gives
         EvalResult(task_type="image-classification", dataset_type="fer2013", dataset_name="FER2013",
                    dataset_split=split, metric_type=metric, metric_name=name, metric_value=round(value, 4))
-        for split, scores in results.items()
+        for split, scores in one_view.items()
         for metric, name, value in (("accuracy", "Accuracy", scores["accuracy"]),
                                     ("f1", "Macro F1", scores["macro_f1"]))
     ]
@@ -103,7 +111,8 @@ def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str]
     card = CARD_TEMPLATE.format(
         card_data=card_data.to_yaml(), title=output_dir.name, label_list=", ".join(labels),
         model_ref=model_ref or output_dir.name, results_table=_results_table(results, labels),
-        confusion_links=", ".join(f"[{s}](confusion_matrix_{s}.png)" for s in results) or "none",
+        confusion_links=", ".join(f"[{s}](confusion_matrix_{s}.png)" for s in one_view) or "none",
+        reproduce=_reproduce_commands(results, recipe.get("data", "DATA"), model_ref or output_dir.name),
         model_type=model_type, parameters=parameters / 1e6, image_size=image_size,
         base_model=base_text,
         id_list=", ".join(f"{i}: {name}" for i, name in enumerate(labels)),
@@ -128,9 +137,19 @@ def _recipe_section(recipe: dict, local_base: str | None) -> str:
 def _results_table(results: dict, labels: list[str]) -> str:
     if not results:
         return "No evaluation split."
-    header = "| split | accuracy | macro-F1 | " + " | ".join(f"recall {n}" for n in labels) + " |"
-    rule = "|---" * (3 + len(labels)) + "|"
-    rows = [f"| {SPLIT_NOTES.get(split, split)} ({scores['num_examples']} images) | {scores['accuracy']:.2%} | "
-            f"{scores['macro_f1']:.3f} | " + " | ".join(f"{scores['recall'][n]:.2%}" for n in labels) + " |"
-            for split, scores in results.items()]
+    header = "| split | views | accuracy | macro-F1 | " + " | ".join(f"recall {n}" for n in labels) + " |"
+    rule = "|---" * (4 + len(labels)) + "|"
+    rows = []
+    for key, scores in results.items():
+        split = key.removesuffix(FLIP_TTA)
+        views = "flip TTA" if key.endswith(FLIP_TTA) else "one"
+        rows.append(f"| {SPLIT_NOTES.get(split, split)} ({scores['num_examples']} images) | {views} | "
+                    f"{scores['accuracy']:.2%} | {scores['macro_f1']:.3f} | "
+                    + " | ".join(f"{scores['recall'][n]:.2%}" for n in labels) + " |")
     return "\n".join([header, rule, *rows])
+
+
+def _reproduce_commands(results: dict, data: str, model_ref: str) -> str:
+    return "\n".join(
+        f"python train.py evaluate --model {model_ref} --data {data} --split {key.removesuffix(FLIP_TTA)}"
+        + (" --flip-tta" if key.endswith(FLIP_TTA) else "") for key in results) or "# no evaluation split"

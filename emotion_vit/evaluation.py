@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .data import DataOptions, load_emotion_dataset
@@ -32,26 +33,30 @@ def evaluate_model(model: str | Path | EmotionModel, data: str, split: str = "va
     dataset = load_emotion_dataset(data, options)
     if split not in dataset:
         raise ValueError(f"split {split!r} not in {data} (available: {', '.join(dataset)})")
-    subset = dataset[split]
-    data_labels = subset.features["label"].names
-    missing = [name for name in data_labels if name not in model.labels]
-    if missing:
-        raise ValueError(f"the model has no class for {missing} (its classes: {model.labels})")
-    to_model_id = np.array([model.labels.index(canonical_label(name)) for name in data_labels])
-
-    metric = EmotionMetrics(labels=model.labels)
-    for start in tqdm(range(0, len(subset), batch_size), desc=f"evaluating on {split}"):
-        rows = subset[start:start + batch_size]
-        faces = [image_array(image) for image in rows["image"]]
-        predictions = model.predict_proba(faces).argmax(dim=-1).numpy()
-        metric.add_batch(predictions=predictions, references=to_model_id[np.asarray(rows["label"])])
-    results = metric.compute()
+    results = score_split(model, dataset[split], batch_size, desc=f"evaluating on {split}")
     results.update(model=model.name, data=str(data), split=split, flip_tta=flip_tta)
     if output_dir is not None:
         output_dir = Path(output_dir)
         save_confusion_matrix(results, model.labels, output_dir, stem=f"confusion_matrix_{split}")
         (output_dir / f"eval_{split}.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def score_split(model: EmotionModel, subset: Dataset, batch_size: int = 256, desc: str = "evaluating") -> dict:
+    """The metrics of `model` (with its own flip TTA and precision settings) on one split's raw images."""
+    data_labels = subset.features["label"].names
+    missing = [name for name in data_labels if name not in model.labels]
+    if missing:
+        raise ValueError(f"the model has no class for {missing} (its classes: {model.labels})")
+    to_model_id = np.array([model.labels.index(canonical_label(name)) for name in data_labels])
+    subset = subset.with_format(None)  # the images as stored, not a training transform's tensors
+    metric = EmotionMetrics(labels=model.labels)
+    for start in tqdm(range(0, len(subset), batch_size), desc=desc):
+        rows = subset[start:start + batch_size]
+        faces = [image_array(image) for image in rows["image"]]
+        predictions = model.predict_proba(faces).argmax(dim=-1).numpy()
+        metric.add_batch(predictions=predictions, references=to_model_id[np.asarray(rows["label"])])
+    return metric.compute()
 
 
 def format_results(results: dict) -> str:

@@ -8,6 +8,7 @@ config, confusion matrices and a model card. Long runs go in chunks (emotion_vit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -20,12 +21,13 @@ from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DataArguments, ModelArguments
-from .card import write_model_card
+from .card import FLIP_TTA, write_model_card
 from .data import describe, face_resolution, load_emotion_dataset
+from .evaluation import score_split
 from .features import compute_feature_stats, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
-from .model import build_image_processor, build_model, fold_grayscale_into_model
+from .model import build_image_processor, build_model, fold_grayscale_into_model, load_emotion_model
 from .resume import AugmentationState, ChunkBudget, ChunkLog, seed_augmentation
 from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teacher, make_compute_metrics
 from .transforms import (
@@ -145,6 +147,9 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
     stats = compute_feature_stats(trainer.model, dataset_batches(dataset["train"].with_transform(
         eval_transform(Preprocessing.from_processor(trainer.processing_class)))), len(labels))
     save_feature_stats(stats, labels, output_dir)
+    served = dataclasses.replace(load_emotion_model(output_dir), flip_tta=True)  # as the app serves it
+    for split in list(results):
+        results[split + FLIP_TTA] = score_split(served, dataset[split], desc=f"{split} with flip TTA")
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=1))
     write_model_card(output_dir, results=results, labels=labels, recipe=recipe, data_summary=data_summary,
                      base_model=model_args.model_name_or_path, model_type=trainer.model.config.model_type,

@@ -121,6 +121,20 @@ def test_evaluation_function_and_command(trained, learnable_zip):
     assert missing.returncode != 0 and "split 'test' not in" in missing.stderr
 
 
+def test_card_reports_one_view_and_flip_tta_each_with_its_command(trained, learnable_zip):
+    output_dir, results = trained
+    saved = json.loads((output_dir / "eval_results.json").read_text())
+    assert set(saved) == {"validation", "validation_flip_tta"}
+    served = evaluate_model(output_dir, str(learnable_zip), split="validation", flip_tta=True)
+    assert saved["validation_flip_tta"]["confusion_matrix"] == served["confusion_matrix"]  # what --flip-tta gives
+    card = (output_dir / "README.md").read_text()
+    one_view = f"| {results['validation']['accuracy']:.2%} |"
+    tta = f"| flip TTA | {served['accuracy']:.2%} |"
+    assert one_view in card and tta in card
+    assert f"--model {output_dir.name} --data {learnable_zip} --split validation --flip-tta" in card
+    assert card.count("value: ") == 2  # the hub metadata: one view's accuracy and macro-F1, not the TTA row
+
+
 def test_evaluation_leaves_the_callers_model_as_it_was(trained, learnable_zip):
     from emotion_vit.model import load_emotion_model
     model = load_emotion_model(trained[0])
