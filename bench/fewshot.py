@@ -77,7 +77,7 @@ def new_class(args, test_faces, test_labels, test_names, train_faces, train_labe
     others = np.isin(truth, base.labels)
     before = np.array(base.labels)[predict(base, test_faces)]
     before_other_acc = float(np.mean(before[others] == truth[others]))
-    rows = []
+    rows = [base_strength(args.base, base, test_faces, truth, others, before_other_acc)] if args.base else []
     for heldout in args.heldout:
         target = truth == heldout
         pool = np.flatnonzero(train_labels == train_names.index(heldout))
@@ -101,6 +101,22 @@ def new_class(args, test_faces, test_labels, test_names, train_faces, train_labe
                 print(f"[new class] {method:9s} k={k:2d}: {heldout} recall {mean_std(recalls)}%, other classes "
                       f"{before_other_acc:.1%} -> {mean_std(other_accs)}%, {np.mean(seconds):.1f} s", flush=True)
     return rows
+
+
+def base_strength(full_path: str, base: EmotionModel, faces, truth: np.ndarray, others: np.ndarray,
+                  base_accuracy: float) -> dict:
+    """The held-out base against the full model on the same faces (the base's classes), the full model
+    choosing among those classes only: the backbone issue's "within 2 points"."""
+    full = load_emotion_model(full_path)
+    columns = [full.labels.index(name) for name in base.labels]
+    kept = [faces[i] for i in np.flatnonzero(others)]
+    probabilities = np.concatenate([full.predict_proba(kept[i:i + 512])[:, columns].numpy()
+                                    for i in range(0, len(kept), 512)])
+    full_accuracy = float(np.mean(np.array(base.labels)[probabilities.argmax(-1)] == truth[others]))
+    print(f"[base strength] on PublicTest's {len(kept)} faces of the base's {len(base.labels)} classes: held-out base "
+          f"{base_accuracy:.2%}, full model (its other outputs masked) {full_accuracy:.2%}", flush=True)
+    return {"experiment": "base strength", "faces": len(kept), "classes": list(base.labels),
+            "heldout_base_accuracy": base_accuracy, "full_model_accuracy": full_accuracy}
 
 
 def stratified_halves(test_labels: np.ndarray) -> np.ndarray:
