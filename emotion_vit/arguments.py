@@ -85,6 +85,9 @@ class DataArguments(DataOptions):
 class EmotionTrainingArguments(TrainingArguments):
     """transformers' `TrainingArguments` plus a time budget per invocation, for runs that span sessions."""
 
+    average_last_epochs: int | None = field(default=None, metadata={
+        "help": "Write the mean of the weights at the last N epoch ends instead of one checkpoint's "
+                "(checkpoint averaging; the best single checkpoint's score goes in the model card)."})
     chunk_hours: float | None = field(default=None, metadata={
         "help": "Stop at the first epoch end after this many hours, with a checkpoint; the same command "
                 "resumes there exactly (model, optimizer, schedule, random states, data order)."})

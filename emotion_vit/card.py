@@ -52,6 +52,7 @@ the two probability vectors, as the emotion_vit app does by default. Confusion m
 
 - Architecture: `{model_type}`, {parameters:.2f}M parameters, input {image_size}x{image_size}.
 - Base model: {base_model}.
+- Weights: {weights}.
 - Labels (id: name): {id_list}.
 
 ## Training data
@@ -83,7 +84,7 @@ expressions*, which are not the same as felt emotions.
 
 def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str], recipe: dict, data_summary: str,
                      base_model: str | None, model_type: str, parameters: int, transformers_version: str,
-                     image_size: int | None = None, model_ref: str | None = None) -> Path:
+                     image_size: int | None = None, model_ref: str | None = None, weights: str | None = None) -> Path:
     """Write README.md with hub metadata (library, pipeline tag, data set, metrics) into output_dir."""
     output_dir = Path(output_dir)
     one_view = {split: scores for split, scores in results.items() if not split.endswith(FLIP_TTA)}
@@ -114,7 +115,7 @@ def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str]
         confusion_links=", ".join(f"[{s}](confusion_matrix_{s}.png)" for s in one_view) or "none",
         reproduce=_reproduce_commands(results, recipe.get("data", "DATA"), model_ref or output_dir.name),
         model_type=model_type, parameters=parameters / 1e6, image_size=image_size,
-        base_model=base_text,
+        base_model=base_text, weights=weights or "as trained",
         id_list=", ".join(f"{i}: {name}" for i, name in enumerate(labels)),
         data_summary="\n".join(f"- {line}" for line in data_summary.splitlines()),
         recipe=_recipe_section(recipe, base_model if local_base else None))

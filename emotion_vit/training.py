@@ -21,6 +21,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DataArguments, ModelArguments
+from .averaging import WeightAverage
 from .card import FLIP_TTA, write_model_card
 from .data import describe, face_resolution, load_emotion_dataset
 from .evaluation import score_split
@@ -79,26 +80,41 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     augmentation_state = AugmentationState(augmentation)
     chunk = ChunkBudget(training_args.chunk_hours) if getattr(training_args, "chunk_hours", None) else None
+    averaging = WeightAverage(model, n) if (n := getattr(training_args, "average_last_epochs", None)) else None
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
         compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
         teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args,
-        callbacks=[augmentation_state, ChunkLog(), *([chunk] if chunk else [])])
+        callbacks=[augmentation_state, ChunkLog(), *(c for c in (chunk, averaging) if c)])
 
     checkpoint = resume_point(training_args)
     if checkpoint:
         logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
-        augmentation_state.restore(checkpoint)
+        for saved_beside in filter(None, (augmentation_state, averaging)):  # states the Trainer does not save
+            saved_beside.restore(checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     if chunk and chunk.stopped_early:
         return {}
 
-    results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe)
+    results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe,
+                                  final_weights(trainer, training_args, averaging))
     if push_to and trainer.is_world_process_zero():
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
+
+
+def final_weights(trainer: Trainer, training_args: TrainingArguments, averaging: WeightAverage | None) -> str:
+    """Put the averaged weights into the model where the recipe asks for them; which weights these are, for the card."""
+    metric = f"validation {training_args.metric_for_best_model or 'loss'}"
+    if averaging and averaging.apply():
+        best = f"{trainer.state.best_metric:.2%}" if trainer.state.best_metric is not None else "not scored"
+        return (f"the mean of the weights at the last {averaging.count} epoch ends "
+                f"(the best single epoch's {metric}: {best})")
+    if training_args.load_best_model_at_end:
+        return f"the checkpoint with the best {metric}"
+    return "those at the end of training"
 
 
 def take_over_push(training_args: TrainingArguments) -> str | None:
@@ -124,7 +140,7 @@ def load_training_data(data_args: DataArguments, training_args: TrainingArgument
 
 
 def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summary: str, model_args: ModelArguments,
-                        training_args: TrainingArguments, recipe: dict) -> dict:
+                        training_args: TrainingArguments, recipe: dict, weights: str | None = None) -> dict:
     """Score the best model, fold grayscale into it, and save weights, processor, plots and card."""
     output_dir = Path(training_args.output_dir)
     results = {}
@@ -154,7 +170,7 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
     write_model_card(output_dir, results=results, labels=labels, recipe=recipe, data_summary=data_summary,
                      base_model=model_args.model_name_or_path, model_type=trainer.model.config.model_type,
                      parameters=sum(p.numel() for p in trainer.model.parameters()),
-                     transformers_version=transformers.__version__)
+                     transformers_version=transformers.__version__, weights=weights)
     return results
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments, pipeline
 
 from emotion_vit.arguments import ModelArguments
+from emotion_vit.averaging import WEIGHT_SUM
 from emotion_vit.config import parse_training_args
 from emotion_vit.evaluation import evaluate_model
 from emotion_vit.labels import EMOTIONS
@@ -184,7 +185,8 @@ def test_a_bf16_recipe_trains_on_a_cpu_and_saves_float32_weights(learnable_zip, 
 def test_a_run_in_chunks_ends_with_the_weights_of_an_unbroken_run(learnable_zip, tmp_path, caplog):
     """Exact resume: model, optimizer, schedule, data order, MixUp's and albumentations' random draws."""
     flags = ["--num_train_epochs", "3", "--max_train_samples", "64", "--mix_prob", "0.5", "--lr_scheduler_type",
-             "cosine", "--augmentation_strength", "1.0", "--load_best_model_at_end", "false"]
+             "cosine", "--augmentation_strength", "1.0", "--load_best_model_at_end", "false",
+             "--average_last_epochs", "2"]
     run_tiny(learnable_zip, tmp_path / "unbroken", *flags)
     caplog.set_level("INFO")
     chunked = tmp_path / "chunked"
@@ -202,6 +204,11 @@ def test_a_run_in_chunks_ends_with_the_weights_of_an_unbroken_run(learnable_zip,
     assert unbroken.keys() == resumed.keys()
     for name, tensor in unbroken.items():
         assert torch.equal(tensor, resumed[name]), name
+    assert (chunked / "checkpoint-8" / WEIGHT_SUM).is_file()  # epoch 2's weights, summed before the break
+    averaged = load_file(str(tmp_path / "unbroken" / "model.safetensors"))
+    averaged_in_chunks = load_file(str(chunked / "model.safetensors"))
+    for name, tensor in averaged.items():
+        assert torch.equal(tensor, averaged_in_chunks[name]), name
 
     # The check can fail: without the augmentation's saved generator the resumed run draws other views.
     forgetful = tmp_path / "forgetful"
@@ -210,6 +217,24 @@ def test_a_run_in_chunks_ends_with_the_weights_of_an_unbroken_run(learnable_zip,
     run_tiny(learnable_zip, forgetful, *flags)
     drifted = load_file(str(forgetful / "checkpoint-12" / "model.safetensors"))
     assert any(not torch.equal(tensor, drifted[name]) for name, tensor in unbroken.items())
+
+
+def test_average_last_epochs_writes_the_mean_of_those_epochs_weights(learnable_zip, tmp_path):
+    output_dir = tmp_path / "averaged"
+    results = run_tiny(learnable_zip, output_dir, "--num_train_epochs", "3", "--max_train_samples", "64",
+                       "--average_last_epochs", "2", "--save_total_limit", "5")
+    epochs = [load_file(str(output_dir / f"checkpoint-{step}" / "model.safetensors")) for step in (8, 12)]
+    written = load_file(str(output_dir / "model.safetensors"))
+    patch_conv = next(name for name, t in written.items() if t.dim() == 4)  # grayscale-folded: compare channel sums
+    for name, tensor in written.items():
+        mean = (epochs[0][name] + epochs[1][name]) / 2
+        if name == patch_conv:
+            tensor, mean = tensor.sum(1), mean.sum(1)
+        assert torch.allclose(tensor, mean, atol=1e-6), name
+    assert not torch.equal(written["classifier.weight"], epochs[1]["classifier.weight"])  # not the last epoch's
+    card = (output_dir / "README.md").read_text()
+    assert "Weights: the mean of the weights at the last 2 epoch ends" in card
+    assert results["validation"]["num_examples"] == 56  # scored after averaging, on the whole split
 
 
 def test_checkpoint_reload_restores_every_weight(tmp_path):
