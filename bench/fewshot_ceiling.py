@@ -153,7 +153,8 @@ def main() -> None:
                                    for i in range(0, len(test_faces), 512)]).softmax(-1)
     base_prediction = np.array(model.labels)[np.array(kept)[probabilities[:, kept].argmax(-1).numpy()]]
     truth = np.array(names)[test_labels]
-    others = truth != args.heldout
+    target = truth == args.heldout
+    others = np.isin(truth, [model.labels[c] for c in kept])  # the classes the model knows, bar the held-out one
     before = float(np.mean(base_prediction[others] == truth[others]))
     pool = np.flatnonzero(train_labels == names.index(args.heldout))
     print(f"{args.model}: other classes {before:.1%} before; gate at {options.false_positive_rate:.0%} of the bank")
@@ -189,7 +190,7 @@ def main() -> None:
                         scores, threshold = gate_scores(kind, views, bank, bank_ids, options.false_positive_rate,
                                                         test, torch.Generator().manual_seed(draw))
                     predicted = np.where((scores > threshold).numpy(), args.heldout, base_prediction)
-                    recalls[kind].append(np.mean(predicted[~others] == args.heldout))
+                    recalls[kind].append(np.mean(predicted[target] == args.heldout))
                     others_after[kind].append(np.mean(predicted[others] == truth[others]))
             for kind in args.directions:
                 rows.append((feature_kind, kind, k, recalls[kind], others_after[kind]))
