@@ -1,0 +1,91 @@
+"""Checkpoint averaging: the mean of the weights at the last N epoch ends, for several N, on a split.
+
+    python bench/weight_averaging.py --run runs/fer2013-pvt-long --last 1 5 10 20 30 45 60 \\
+        [--weights DIR_OR_FILES ...] [--data ../shared/data/fer2013.zip] [--split validation]
+
+The epochs' weights are the run's `checkpoint-*/model.safetensors` (train with a --save_total_limit
+that keeps the tail of the schedule), or `--weights` files or folders of them (`*.safetensors`, named
+with their step, as a background copy kept them). N = 1 is the last epoch alone; what
+`--average_last_epochs N` writes is the N row. One view and flip TTA, float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import torch
+from machine import machine_info, machine_line
+from safetensors.torch import load_file
+
+from emotion_vit.data import load_emotion_dataset
+from emotion_vit.evaluation import score_split
+from emotion_vit.model import load_emotion_model
+from emotion_vit.pipeline import set_inference_threads
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def step_of(path: Path) -> int:
+    """checkpoint-STEP/model.safetensors, or a copied file with the step in its name (step-STEP.safetensors)."""
+    return int((re.findall(r"\d+", path.stem) or re.findall(r"\d+", path.parent.name))[-1])
+
+
+def epoch_weights(run: Path, extra: list[str]) -> list[Path]:
+    """Every epoch's weight file, oldest first, one per step."""
+    files = [*run.glob("checkpoint-*/model.safetensors")]
+    for item in map(Path, extra):
+        files += sorted(item.glob("*.safetensors")) if item.is_dir() else [item]
+    by_step = {step_of(path): path for path in files}
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def mean_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for name, tensor in load_file(str(path)).items():
+            total[name] = total[name] + tensor.float() if name in total else tensor.float()
+    return {name: tensor / len(paths) for name, tensor in total.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="The run's output_dir (its checkpoints give the model's config).")
+    parser.add_argument("--weights", nargs="*", default=[], help="More epoch weight files, or folders of them.")
+    parser.add_argument("--last", nargs="+", type=int, default=[1, 5, 10, 20, 30])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--json", help="Also write the rows here.")
+    args = parser.parse_args()
+    set_inference_threads()
+    print(f"machine: {machine_line()}", flush=True)
+    run = Path(args.run)
+    files = epoch_weights(run, args.weights)
+    steps = [step_of(path) for path in files]
+    if not files:
+        raise SystemExit(f"no epoch weights under {run} or --weights")
+    model = load_emotion_model(sorted(run.glob("checkpoint-*"))[-1])
+    split = load_emotion_dataset(args.data)[args.split]
+    steps_per_epoch = min(b - a for a, b in zip(steps, steps[1:])) if len(steps) > 1 else steps[0]
+    rows = []
+    print("| epochs averaged | one view | flip TTA |\n|---|---|---|")
+    for n in args.last:
+        tail = steps[-n:]
+        if n > len(files) or any(b - a != steps_per_epoch for a, b in zip(tail, tail[1:])):
+            print(f"| last {n} | not kept: {len(files)} epochs' weights, or a gap among the last {n} | |")
+            continue
+        model.model.load_state_dict(mean_weights(files[-n:]))
+        scores = {flip: score_split(dataclasses.replace(model, flip_tta=flip), split, desc=f"last {n}")["accuracy"]
+                  for flip in (False, True)}
+        first, last = steps[-n] // steps_per_epoch, steps[-1] // steps_per_epoch
+        rows.append({"last": n, "epochs": [first, last], "one_view": scores[False], "flip_tta": scores[True]})
+        print(f"| last {n} (epochs {first}-{last}) | {scores[False]:.2%} | {scores[True]:.2%} |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine_info(), "args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
