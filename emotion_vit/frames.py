@@ -83,6 +83,12 @@ def placed_faces(faces: Sequence, options: FrameOptions) -> Iterator[PlacedFace]
         yield place_face(np.asarray(face), rng, options, None if other is None else np.asarray(other))
 
 
+def face_free_frame(other: np.ndarray, rng: np.random.Generator, options: FrameOptions) -> np.ndarray:
+    """A frame of the blur or mosaic background made from `other`, with no face pasted: what a detector
+    finds in it is a false face (the cost side of any change that makes it find more)."""
+    return _scene(_rgb(np.asarray(other)), str(rng.choice(("blur", "mosaic"))), rng, options)
+
+
 def detected_boxes(detector: FaceDetector, placed: Iterator[PlacedFace], options: DetectorOptions | None = None,
                    min_iou: float = 0.3) -> tuple[list[tuple], list[tuple], int]:
     """For each placed face, the detector's box that overlaps its square most: (boxes, squares, missed),

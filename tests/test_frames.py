@@ -16,7 +16,7 @@ from PIL import Image
 
 from emotion_vit.crop import CropGeometry, find_faces, fit_geometry
 from emotion_vit.detect import create_detector
-from emotion_vit.frames import FrameOptions, detected_boxes, place_face, placed_faces
+from emotion_vit.frames import FrameOptions, detected_boxes, face_free_frame, place_face, placed_faces
 from emotion_vit.transforms import DetectorFraming, training_augmentation
 
 GEOMETRY_FIT = REPO / "configs" / "crop-geometry-retinaface.json"
@@ -117,6 +117,14 @@ def test_detected_boxes_match_placed_faces(detector):
     faces = [astronaut_face(48), np.asarray(pattern_face(0, 1))]  # a face, and stripes no detector takes for one
     boxes, squares, missed = detected_boxes(detector, placed_faces(faces, FrameOptions(seed=0)))
     assert len(boxes) == len(squares) == 1 and missed == 1
+
+
+def test_a_face_free_frame_is_the_background_alone(detector):
+    options = FrameOptions(width=320, height=240, min_face=60, max_face=200)
+    frame = face_free_frame(astronaut_face(48), np.random.default_rng(0), options)
+    again = face_free_frame(astronaut_face(48), np.random.default_rng(0), options)
+    assert frame.shape == (240, 320, 3) and np.array_equal(frame, again)
+    assert detector.detect(frame) == []  # the face cut into tiles is no face
 
 
 def test_detector_framing_is_the_identity_at_the_geometry_and_seeded():
