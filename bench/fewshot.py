@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from machine import machine_info, machine_line
+from rooms import ROOMS, in_room
 
 from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter
 from emotion_vit.data import load_emotion_dataset
@@ -131,40 +131,6 @@ def stratified_halves(test_labels: np.ndarray) -> np.ndarray:
         members = rng.permutation(np.flatnonzero(test_labels == label))
         half_a[members[: len(members) // 2]] = True
     return half_a
-
-
-def jpeg(face: np.ndarray, quality: int) -> np.ndarray:
-    return cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
-
-
-def dim_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A third of the light, the webcam's gain and noise, then its compression."""
-    dark = 255 * (face / 255.0) ** 1.6 * 0.35 * rng.uniform(0.9, 1.1)
-    return jpeg(np.clip(dark + rng.normal(0, 6, face.shape), 0, 255).astype(np.uint8), 40)
-
-
-def sidelit_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A window on the faces' right: the light falls from 1.2x to 0.3x across the face."""
-    fall_off = np.linspace(1.2, 0.3, face.shape[1])[None, :] * rng.uniform(0.9, 1.1)
-    return np.clip(face * fall_off, 0, 255).astype(np.uint8)
-
-
-def far_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A distant camera: the face 16-24 px across, enlarged back, compressed."""
-    side = int(rng.integers(16, 25))
-    small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-    return jpeg(cv2.resize(small, face.shape[::-1], interpolation=cv2.INTER_LINEAR), 60)
-
-
-ROOMS = {"fer2013": None, "dim": dim_room, "sidelight": sidelit_room, "far": far_room}
-
-
-def in_room(faces: list[np.ndarray], room_name: str) -> list[np.ndarray]:
-    """Every face as the room's camera sees it (seeded per face)."""
-    camera = ROOMS[room_name]
-    if camera is None:
-        return faces
-    return [camera(face, np.random.default_rng([7, i])) for i, face in enumerate(faces)]
 
 
 def room(args, test_faces, test_labels, test_names) -> list[dict]:

@@ -76,6 +76,9 @@ class DataArguments(DataOptions):
         "help": "A crop-geometry fit (bench/crop_geometry.py --output): re-frame training faces with its measured "
                 "detector jitter, as the live crop sees them."})
     detector_framing_prob: float = field(default=0.5, metadata={"help": "Share of training faces re-framed so."})
+    poor_camera_prob: float = field(default=0.0, metadata={
+        "help": "Share of training faces degraded as a poor webcam would: fewer pixels, dim, noise, JPEG "
+                "(emotion_vit.transforms.poor_camera)."})
     class_weighting: str = field(default="sqrt_inverse", metadata={
         "help": "Loss weights against class imbalance: none, sqrt_inverse (1/sqrt(freq)) or inverse (1/freq).",
         "choices": ["none", "sqrt_inverse", "inverse"]})

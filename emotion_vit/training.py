@@ -69,8 +69,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
                        training_args.label_smoothing_factor)
-    augmentation = training_augmentation(data_args.augmentation_strength, framing=DetectorFraming.from_file(
-        data_args.detector_framing, p=data_args.detector_framing_prob) if data_args.detector_framing else None)
+    augmentation = augmentation_for(data_args)
     seed_augmentation(augmentation, training_args.seed)
     preprocessing = Preprocessing.from_processor(processor)
     dataset["train"].set_transform(train_transform(preprocessing, augmentation))
@@ -103,6 +102,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
+
+
+def augmentation_for(data_args: DataArguments):
+    """The training faces' augmentation the data arguments ask for."""
+    framing = (DetectorFraming.from_file(data_args.detector_framing, p=data_args.detector_framing_prob)
+               if data_args.detector_framing else None)
+    return training_augmentation(data_args.augmentation_strength, framing=framing, camera=data_args.poor_camera_prob)
 
 
 def final_weights(trainer: Trainer, training_args: TrainingArguments, averaging: WeightAverage | None) -> str:

@@ -110,15 +110,31 @@ class DetectorFraming(A.ImageOnlyTransform):
         return ("geometry",)
 
 
+def poor_camera(p: float) -> A.Sequential:
+    """What a classroom webcam does to a face at the back of a dim room, with probability `p`: fewer
+    pixels (16-32 across a 48 px face; faces in a 29-person photo are ~40 px), darker midtones and
+    less contrast, sensor noise, JPEG. Each part is drawn on its own, so most degraded faces get
+    two or three of them."""
+    return A.Sequential([
+        A.Downscale(scale_range=(1 / 3, 2 / 3), interpolation_pair={"downscale": cv2.INTER_AREA,
+                                                                   "upscale": cv2.INTER_LINEAR}, p=0.6),
+        A.RandomGamma(gamma_limit=(100, 220), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=(-0.5, 0.0), contrast_limit=(-0.5, 0.0), p=0.5),
+        A.GaussNoise(std_range=(0.01, 0.06), p=0.5),
+        A.ImageCompression(quality_range=(30, 80), p=0.5),
+    ], p=p)
+
+
 def training_augmentation(strength: float = 1.0, seed: int | None = None,
-                          framing: DetectorFraming | None = None) -> A.Compose:
+                          framing: DetectorFraming | None = None, camera: float = 0.0) -> A.Compose:
     """Augmentation for 48x48 faces: small geometric jitter, flips, lighting, occlusion.
 
     Faces in FER2013 are already roughly aligned, so geometry stays gentle (scale, shift and
     rotation of a few percent and degrees); lighting and occlusion (erasing) model what a
     classroom webcam adds. `strength` scales the ranges; 0 turns augmentation off. A `seed` makes
     the views repeatable (albumentations keeps its own random state, untouched by torch's or numpy's).
-    `framing` (first, when given) re-frames faces as the live detector and crop would.
+    `framing` (first, when given) re-frames faces as the live detector and crop would; `camera` is
+    the share of faces degraded as a poor webcam would (`poor_camera`, last).
     """
     first = [framing] if framing is not None else []
     if strength <= 0:
@@ -132,6 +148,7 @@ def training_augmentation(strength: float = 1.0, seed: int | None = None,
         A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.25 * s, p=0.8),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.4), hole_width_range=(0.1, 0.4),
                         fill="random_uniform", p=0.5 * min(s, 1.0)),
+        *([poor_camera(camera)] if camera > 0 else []),
     ], seed=seed)
 
 

@@ -158,3 +158,19 @@ def test_shared_fer2013_zip():
     assert len(dataset["train"]) == 28709 and len(dataset["validation"]) == 3589
     counts = np.bincount(dataset["validation"]["label"], minlength=7)
     assert counts.tolist() == [467, 56, 496, 895, 653, 415, 607]  # angry..neutral in FER2013 code order
+
+
+def test_poor_camera_degrades_a_share_of_faces_reproducibly():
+    from emotion_vit.transforms import training_augmentation
+    faces = [np.asarray(pattern_face(i % 7, i)) for i in range(40)]
+    clean = training_augmentation(1.0, seed=3)
+    degraded = training_augmentation(1.0, seed=3, camera=1.0)
+    again = training_augmentation(1.0, seed=3, camera=1.0)
+    views = [degraded(image=face)["image"] for face in faces]
+    assert all(v.shape == f.shape and v.dtype == np.uint8 for v, f in zip(views, faces))
+    assert all(np.array_equal(v, again(image=face)["image"]) for v, face in zip(views, faces))
+    clean_views = [clean(image=face)["image"] for face in faces]  # the same draws, without the camera
+    changed = [not np.array_equal(v, c) for v, c in zip(views, clean_views)]
+    assert sum(changed) >= 0.8 * len(faces)  # each of its five parts is drawn on its own: few faces escape all
+    assert np.mean(views) < np.mean(clean_views) - 5  # the dim room's gamma and brightness only darken
+    assert len(clean.transforms) + 1 == len(degraded.transforms)  # off unless asked for

@@ -1,0 +1,87 @@
+"""Accuracy when every face is seen by one room's camera: how far a poor webcam takes a model down.
+
+    python bench/rooms.py --models models/emotion-vit-fer2013 runs/fer2013-pvt-camera [--split validation]
+
+FER2013 has no cameras or rooms to hold out, so each room gives every face of the split one camera
+(seeded per face): `fer2013` (as given), `dim` (a third of the light, the webcam's noise and JPEG),
+`sidelight` (a window on one side: the light falls from 1.2x to 0.3x across the face), `far` (a
+distant camera: the face 16-24 px across, enlarged back, JPEG). One view per face, as the live view.
+bench/fewshot.py --parts room --rooms ... adapts to the same rooms from k references per label.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+from machine import machine_line
+
+from emotion_vit.frame_evaluation import split_faces
+from emotion_vit.model import load_emotion_model
+from emotion_vit.pipeline import set_inference_threads
+
+
+def jpeg(face: np.ndarray, quality: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+
+
+def dim_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A third of the light, the webcam's gain and noise, then its compression."""
+    dark = 255 * (face / 255.0) ** 1.6 * 0.35 * rng.uniform(0.9, 1.1)
+    return jpeg(np.clip(dark + rng.normal(0, 6, face.shape), 0, 255).astype(np.uint8), 40)
+
+
+def sidelit_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A window on the faces' right: the light falls from 1.2x to 0.3x across the face."""
+    fall_off = np.linspace(1.2, 0.3, face.shape[1])[None, :] * rng.uniform(0.9, 1.1)
+    return np.clip(face * fall_off, 0, 255).astype(np.uint8)
+
+
+def far_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A distant camera: the face 16-24 px across, enlarged back, compressed."""
+    side = int(rng.integers(16, 25))
+    small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+    return jpeg(cv2.resize(small, face.shape[::-1], interpolation=cv2.INTER_LINEAR), 60)
+
+
+ROOMS = {"fer2013": None, "dim": dim_room, "sidelight": sidelit_room, "far": far_room}
+
+
+def in_room(faces: list[np.ndarray], room_name: str) -> list[np.ndarray]:
+    """Every face as the room's camera sees it (seeded per face)."""
+    camera = ROOMS[room_name]
+    if camera is None:
+        return faces
+    return [camera(face, np.random.default_rng([7, i])) for i, face in enumerate(faces)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=[str(Path(__file__).resolve().parents[1] / "models" /
+                                                             "emotion-vit-fer2013")])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--rooms", nargs="+", default=list(ROOMS), choices=list(ROOMS))
+    args = parser.parse_args()
+
+    set_inference_threads()
+    faces, labels = split_faces(args.data, args.split)
+    print(machine_line())
+    print("| model | " + " | ".join(args.rooms) + " |")
+    print("|---|" + "---|" * len(args.rooms))
+    for path in args.models:
+        model = load_emotion_model(path)
+        truth = np.array([model.labels.index(label) for label in labels])
+        cells = []
+        for room_name in args.rooms:
+            seen = in_room(faces, room_name)
+            predicted = np.concatenate([model.predict_proba(seen[i:i + 512]).argmax(-1).numpy()
+                                        for i in range(0, len(seen), 512)])
+            cells.append(f"{np.mean(predicted == truth):.2%}")
+        print(f"| {Path(path).name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
