@@ -131,14 +131,15 @@ def training_augmentation(strength: float = 1.0, seed: int | None = None,
 
     Faces in FER2013 are already roughly aligned, so geometry stays gentle (scale, shift and
     rotation of a few percent and degrees); lighting and occlusion (erasing) model what a
-    classroom webcam adds. `strength` scales the ranges; 0 turns augmentation off. A `seed` makes
+    classroom webcam adds. `strength` scales the ranges; 0 turns them off. A `seed` makes
     the views repeatable (albumentations keeps its own random state, untouched by torch's or numpy's).
     `framing` (first, when given) re-frames faces as the live detector and crop would; `camera` is
     the share of faces degraded as a poor webcam would (`poor_camera`, last).
     """
     first = [framing] if framing is not None else []
+    last = [poor_camera(camera)] if camera > 0 else []
     if strength <= 0:
-        return A.Compose(first, seed=seed)
+        return A.Compose([*first, *last], seed=seed)
     s = strength
     return A.Compose([
         *first,
@@ -148,7 +149,7 @@ def training_augmentation(strength: float = 1.0, seed: int | None = None,
         A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.25 * s, p=0.8),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.4), hole_width_range=(0.1, 0.4),
                         fill="random_uniform", p=0.5 * min(s, 1.0)),
-        *([poor_camera(camera)] if camera > 0 else []),
+        *last,
     ], seed=seed)
 
 
