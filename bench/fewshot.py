@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import machine_info, machine_line
-from rooms import ROOMS, in_room
+from rooms import ROOMS, in_room, predict
 
 from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter
 from emotion_vit.data import load_emotion_dataset
@@ -38,11 +38,6 @@ from emotion_vit.pipeline import set_inference_threads
 def split_arrays(split) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     names = split.features["label"].names
     return [np.asarray(image) for image in split["image"]], np.asarray(split["label"]), names
-
-
-def predict(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512) -> np.ndarray:
-    return np.concatenate([model.predict_proba(faces[i:i + batch_size]).argmax(-1).numpy()
-                           for i in range(0, len(faces), batch_size)])
 
 
 def references(faces, labels, names, picks_by_label: dict[str, np.ndarray]) -> References:
