@@ -68,11 +68,12 @@ class AppSettings:
     geometry: CropGeometry = field(default_factory=CropGeometry, metadata={"flag": False})  # fitted crop
     photo_crop_spread: float = field(default=0.1, metadata={
         "help": "Photos and API images: also classify each face from crops this much tighter and looser, averaged "
-                "(0.7 points more accurate on PublicTest faces in frames, 3x the classifier time; 0: one crop). "
+                "(0.9 points more accurate on PublicTest faces in frames, 3x the classifier time; 0: one crop). "
                 "Live frames use one crop."})
     align: bool = field(default=False, metadata={"help": "Rotate face crops so the eyes are level."})
     flip_tta: bool = field(default=True, metadata={
-        "help": "Classify each face once, not also mirrored (half the classifier time, 1.8 points less accurate)."})
+        "help": "Classify each face once, not also mirrored "
+                "(half the classifier time, 0.75 points less accurate on PublicTest)."})
     bf16: str = field(default="auto", metadata={
         "help": "Classify in bfloat16: auto where the CPU has it natively (AVX512-BF16, AMX): half the classifier "
                 "time for a class of faces, the same accuracy; on or off to choose.", "choices": ["auto", "on", "off"]})
