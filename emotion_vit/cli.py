@@ -216,8 +216,9 @@ def adapt_command(argv: list[str]) -> None:
     except (AdaptError, FeatureStatsError, FileNotFoundError) as error:  # bad references or base: one line, exit 2
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
-    print(f"adapter {args.name!r} ({args.method}): labels {metadata['labels']}, {metadata['training_steps']} steps "
-          f"in {metadata['seconds']:.1f} s, {adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
+    print(f"adapter {args.name!r} ({metadata['method']}): labels {metadata['labels']}, "
+          f"{metadata['training_steps']} steps in {metadata['seconds']:.1f} s, "
+          f"{adapter_size_bytes(folder) / 1024:.0f} KiB at {folder}")
     for line in check_lines(metadata):
         print(f"  {line}")
 

@@ -98,7 +98,7 @@ def test_a_closed_gate_leaves_the_base_probabilities(base):
     assert torch.allclose(adapted[:, 7], gates[:, 0], atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["prototype", "lora"])
+@pytest.mark.parametrize("method", ["prototype", "lora", "head"])
 def test_the_same_seed_gives_the_same_adapter(base, method):
     refs, options = pattern_refs({"happy": 2, "bored": 1}), replace(QUICK, method=method, seed=3)
     first, second = (build_adapter(base, refs, "again", options)[0] for _ in range(2))
@@ -345,6 +345,39 @@ def test_visitors_adapters_are_their_own(tmp_path):
         assert first.predict(alice, api_name="/list_adapters") == ["mine"]
     finally:
         app.close()
+
+
+def test_head_folds_deal_every_label_round():
+    from emotion_vit.adapt.peft_methods import reference_folds
+    one_each = reference_folds(torch.arange(7), 5)  # k = 1 of 7 labels: 5 folds, each some labels' only face
+    assert len(one_each) == 5 and sorted(torch.cat(one_each).tolist()) == list(range(7))
+    five_each = reference_folds(torch.arange(7).repeat_interleave(5), 5)
+    assert all(sorted(labels.tolist()) == list(range(7)) for labels in
+               (torch.arange(7).repeat_interleave(5)[fold] for fold in five_each))  # every fold: one of each label
+    assert reference_folds(torch.tensor([3]), 5) == [] and len(reference_folds(torch.tensor([3, 3]), 5)) == 2
+    assert reference_folds(torch.arange(7), 0) == []
+
+
+def test_head_keeps_its_update_at_the_strength_held_out_references_favour(base_without_surprise):
+    """A room whose references the model gets wrong in a consistent way (its patterns named as their
+    neighbours' labels) keeps the update; the update scaled to 0 is the model alone."""
+    from emotion_vit.adapt.peft_methods import _scale_update
+    base = base_without_surprise
+    renamed = {name: base.labels[(i + 1) % len(base.labels)] for i, name in enumerate(base.labels)}
+    refs = References()
+    for name in base.labels:
+        for i in range(4):
+            refs.add_image(np.asarray(pattern_face(EMOTIONS.index(name), 700 + i)), renamed[name], f"{name}{i}", None)
+    model, metadata = build_adapter(base, refs, "room", AdaptOptions(method="head", augmentation_strength=0.0))
+    folds = metadata["cross_validation"]
+    assert folds["folds"] == 5 and folds["strength"] > 0
+    # (the replayed base features pull the other way, so the update learns only part of the renaming)
+    assert folds["held_out_right"][str(folds["strength"])] >= folds["held_out_right"]["0.0"] + 0.25
+    assert check_lines(metadata)[0].startswith("references held out in 5 folds, labelled right by: the model alone ")
+    faces = base.preprocessing([np.asarray(pattern_face(EMOTIONS.index(name), 990)) for name in base.labels])
+    _scale_update(model, 0.0)
+    with torch.inference_mode():
+        assert torch.allclose(model(pixel_values=faces).logits, base.model(pixel_values=faces).logits, atol=1e-5)
 
 
 def test_build_time_checks_leave_one_out_and_firing_rates():

@@ -24,7 +24,8 @@
         Saved in the peft layout: adapter_config.json + adapter_model.safetensors + emotion_adapter.json.
     "head"
         A low-rank (LoRA) update of the classifier alone on frozen features of augmented views,
-        against the replayed features; peft layout.
+        against the replayed features; peft layout. Cross-validated on the references when built,
+        it keeps only as much of the update as the held-out references support (0 to all of it).
 """
 
 from ..features import (

@@ -42,8 +42,7 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
         adapted, steps_done, replay = model, 0, None
         details = build_gates(model, base, refs, labels, options, progress)
     else:
-        adapted, steps_done, replay = build_peft(model, base, refs, labels, new_labels, options, progress)
-        details = {}
+        adapted, steps_done, replay, details = build_peft(model, base, refs, labels, new_labels, options, progress)
     adapted.eval()
     metadata = {
         "name": name, "labels": labels, "new_labels": new_labels, "base_labels": base_labels,

@@ -1,4 +1,6 @@
-"""What a prototype adapter will do, measured when it is built, on faces its calibration did not see.
+"""What an adapter will do, measured when it is built, on faces its calibration did not see.
+
+A prototype adapter:
 
 * Leave-one-out on the references: each reference is held out, the gates are calibrated without
   its views, and the adapted model (the same `PrototypeGate`) classifies it. A label with one
@@ -6,6 +8,9 @@
 * How often each gate fires on the base classes' faces: the bank of real training faces, two-fold
   cross-fitted (thresholds from one half, rates on the other), per base class. A label that takes
   many faces of some class would swallow it.
+
+A head adapter: its references cross-validated in folds, each labelled by the model alone and by
+the update trained without its fold, at half and whole strength; the best strength is kept.
 """
 
 from __future__ import annotations
@@ -79,9 +84,25 @@ def warnings_for(label: str, loo: float | None, fires_on: dict[str, float]) -> l
     return notes
 
 
+def strength_lines(cross_validation: dict) -> list[str]:
+    """The head's cross-validation (emotion_vit/adapt/peft_methods.py): a line, and a warning where
+    the update was dropped."""
+    if not cross_validation.get("folds"):
+        return []
+    right = cross_validation["held_out_right"]
+    named = {"0.0": "the model alone", "0.5": "half the update", "1.0": "the whole update"}
+    scores = ", ".join(f"{named.get(s, s)} {share:.0%}" for s, share in right.items())
+    lines = [f"references held out in {cross_validation['folds']} folds, labelled right by: {scores}; "
+             f"kept at strength {cross_validation['strength']}"]
+    if cross_validation["strength"] == 0:
+        lines.append("warning: the update labelled held-out references no better than the model alone, so the "
+                     "adapter changes nothing: add references of faces the model gets wrong")
+    return lines
+
+
 def check_lines(metadata: dict) -> list[str]:
     """One line per gate of a built adapter (its metadata), then its warnings: for the CLI and the app."""
-    lines = []
+    lines = strength_lines(metadata.get("cross_validation", {}))
     for label, gate in metadata.get("gates", {}).items():
         loo = gate.get("leave_one_out")
         held_out = "leave-one-out n/a (1 reference)" if loo is None else f"leave-one-out {loo:.0%} right"

@@ -28,6 +28,7 @@ class AdaptOptions:
     alpha: int = _option(16, "lora, head: LoRA scaling (alpha / rank).")
     include_mlp: bool = _option(False, "lora: also adapt the MLP projections, not only attention.")
     steps: int = _option(80, "lora: training steps at most (head: 3x as many); stops once the references fit.")
+    head_folds: int = _option(5, "head: folds of the references to choose the update's strength on (0: keep it whole).")
     batch_size: int = _option(32, "lora, head: reference views per step.")
     learning_rate: float = _option(2e-4, "lora: rate of the LoRA matrices (small: the features move little).")
     head_learning_rate: float = _option(2e-3, "lora, head: rate of the classifier.")

@@ -19,6 +19,7 @@ from .references import References
 
 ATTENTION_LINEARS = r".*\.attention\.(query|key|value|proj|q_proj|k_proj|v_proj|o_proj)$"
 MLP_LINEARS = r".*\.mlp\.(dense1|dense2|fc1|fc2)$"
+HEAD_STRENGTHS = (0.0, 0.5, 1.0)  # head: the update's strengths tried on held-out references
 
 
 def _target_modules(options: AdaptOptions) -> str:
@@ -27,8 +28,9 @@ def _target_modules(options: AdaptOptions) -> str:
     return f"({ATTENTION_LINEARS}|{MLP_LINEARS})" if options.include_mlp else ATTENTION_LINEARS
 
 def build_peft(model: nn.Module, base: EmotionModel, refs: References, labels: list[str], new_labels: list[str],
-                options: AdaptOptions, progress) -> tuple[PeftModel, int, FeatureReplay | None]:
-    """The "lora" and "head" methods: a grown, imprinted classifier and a trained peft adapter."""
+                options: AdaptOptions, progress) -> tuple[PeftModel, int, FeatureReplay | None, dict]:
+    """The "lora" and "head" methods: a grown, imprinted classifier and a trained peft adapter, and
+    what the build measured (head: its strength, cross-validated on the references)."""
     base_labels = list(base.labels)
     grow_classifier(model, new_labels)
     label_ids = torch.tensor([labels.index(label) for label in refs.labels])
@@ -40,9 +42,12 @@ def build_peft(model: nn.Module, base: EmotionModel, refs: References, labels: l
         modules_to_save=None if options.method == "head" else ["classifier"]))
     stats = load_feature_stats(base) if options.replay_weight > 0 else None
     replay = FeatureReplay(stats) if stats is not None else None
-    trainer = {"lora": _train_lora, "head": _train_head}[options.method]
-    steps_done = trainer(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay, options, progress)
-    return peft_model, steps_done, replay
+    if options.method == "lora":
+        steps_done, details = _train_lora(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay,
+                                          options, progress), {}
+    else:
+        steps_done, details = _train_head(peft_model, refs, label_ids, base.preprocessing, replay, options, progress)
+    return peft_model, steps_done, replay, details
 
 class _BalancedViews:
     """Augmented views of the references, drawn class-balanced (k may differ per label, down to 1)."""
@@ -54,11 +59,12 @@ class _BalancedViews:
         self.label_ids, self.preprocessing = label_ids, preprocessing
         self.augment = training_augmentation(strength, seed)
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`size` views: pixels, label ids, and the index of the reference each view was made from."""
         picks = [int(np.random.choice(self.by_label[random.choice(list(self.by_label))])) for _ in range(size)]
         pixels = self.preprocessing.normalize(
             [self.preprocessing.resize(self.augment(image=self.grays[i])["image"]) for i in picks])
-        return pixels, self.label_ids[picks]
+        return pixels, self.label_ids[picks], torch.tensor(picks)
 
 def _replay_loss(model: PeftModel, replay: FeatureReplay | None, options: AdaptOptions) -> torch.Tensor:
     """Cross-entropy of the (adapted) classifier on features sampled from the base classes."""
@@ -78,7 +84,7 @@ def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num
     temperature, fitted_steps = options.distillation_temperature, 0
     model.train()
     for step in range(1, options.steps + 1):
-        pixels, targets = views.batch(options.batch_size)
+        pixels, targets, _ = views.batch(options.batch_size)
         logits = model(pixel_values=pixels).logits
         loss = F.cross_entropy(logits, targets) + _replay_loss(model, replay, options)
         if options.distillation_weight > 0:
@@ -100,25 +106,95 @@ def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num
             break
     return step
 
-def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, num_base: int,
-                preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
+def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, preprocessing: Preprocessing,
+                replay: FeatureReplay | None, options: AdaptOptions, progress) -> tuple[int, dict]:
     """A last-layer fine-tune on frozen features: augmented views of the references (embedded once)
-    against replayed base-class features. The backbone is untouched, so this is fast."""
+    against replayed base-class features. The backbone is untouched, so this is fast, fast enough to
+    be cross-validated on the references: the update is then kept at the smallest strength that labels
+    the held-out references about as well as the best one."""
     views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength, options.seed)
     view_count = max(256, 32 * len(views.by_label))
     with model.disable_adapter():
         batches = [views.batch(128) for _ in range(view_count // 128)]
-        features = torch.cat([embeddings(model.get_base_model(), pixels) for pixels, _ in batches])
-    targets = torch.cat([labels for _, labels in batches])
+        features = torch.cat([embeddings(model.get_base_model(), pixels) for pixels, _, _ in batches])
+        references = embeddings(model.get_base_model(), preprocessing(refs.crops))  # each as it is, unaugmented
+    targets = torch.cat([labels for _, labels, _ in batches])
+    sources = torch.cat([picks for _, _, picks in batches])
+    start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    right = torch.zeros(len(HEAD_STRENGTHS))
+    folds = reference_folds(label_ids, options.head_folds)
+    for i, fold in enumerate(folds):
+        _fit_head(model, features[~torch.isin(sources, fold)], targets[~torch.isin(sources, fold)], replay, options)
+        right += _right_at_strengths(model, references[fold], label_ids[fold])
+        _set_trainable(model, start)
+        progress(0.8 * (i + 1) / (len(folds) + 1), f"cross-validated fold {i + 1}/{len(folds)}")
+    steps = _fit_head(model, features, targets, replay, options)
+    shares = right / len(refs.labels)
+    strength = _parsimonious_strength(shares, len(refs.labels)) if folds else 1.0
+    _scale_update(model, strength)
+    progress(0.95, f"kept at strength {strength}")
+    return steps, {"cross_validation": {
+        "folds": len(folds), "strength": strength,
+        "held_out_right": {str(s): round(float(x), 3) for s, x in zip(HEAD_STRENGTHS, shares)} if folds else {}}}
+
+
+def _parsimonious_strength(shares: torch.Tensor, count: int) -> float:
+    """The one-standard-error rule (Hastie, Tibshirani and Friedman, The Elements of Statistical
+    Learning, 7.10): the smallest strength whose held-out share is within one standard error of the
+    best's. A few dozen references are a noisy measure: an update kept for a gain of a reference or
+    two cost the scored faces 2-4 points on FER2013 rooms (docs/benchmarks.md), a large gain survives."""
+    best = float(shares.max())
+    error = (best * (1 - best) / count) ** 0.5
+    return next(s for s, share in zip(HEAD_STRENGTHS, shares.tolist()) if share >= best - error)
+
+
+def reference_folds(label_ids: torch.Tensor, folds: int) -> list[torch.Tensor]:
+    """Indices of the references in each fold: each label's references dealt round the folds in turn,
+    so that every fold holds out some of most labels (with one reference per label too). No folds
+    for fewer than two references."""
+    dealt = sorted(range(len(label_ids)), key=lambda i: (int((label_ids[:i] == label_ids[i]).sum()), int(label_ids[i])))
+    count = min(folds, len(dealt))
+    if count < 2:
+        return []
+    return [torch.tensor(sorted(dealt[f::count])) for f in range(count)]
+
+
+def _fit_head(model: PeftModel, features: torch.Tensor, targets: torch.Tensor, replay: FeatureReplay | None,
+              options: AdaptOptions) -> int:
     classifier = model.get_base_model().classifier
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.head_learning_rate,
                                   weight_decay=0.0)
     steps = options.steps * 3  # feature-only steps cost next to nothing
-    for step in range(1, steps + 1):
+    for _ in range(steps):
         picks = torch.randint(len(features), (options.batch_size,))
         loss = F.cross_entropy(classifier(features[picks]), targets[picks]) + _replay_loss(model, replay, options)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        progress(step / steps, f"step {step}/{steps}, loss {loss.item():.3f}")
     return steps
+
+
+@torch.no_grad()
+def _right_at_strengths(model: PeftModel, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many of these references each strength of the update labels right (the update of a linear
+    layer is linear in its strength: base + s * (adapted - base))."""
+    classifier = model.get_base_model().classifier
+    adapted = classifier(features)
+    with model.disable_adapter():
+        base = classifier(features)
+    return torch.tensor([float(((base + s * (adapted - base)).argmax(-1) == targets).sum()) for s in HEAD_STRENGTHS])
+
+
+def _set_trainable(model: PeftModel, values: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in values:
+                p.copy_(values[name])
+
+
+def _scale_update(model: PeftModel, strength: float) -> None:
+    """Scale the low-rank update (B of B @ A) by `strength`: 0 leaves the base classifier as it was."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(strength)
