@@ -142,7 +142,7 @@ def _parsimonious_strength(shares: torch.Tensor, count: int) -> float:
     """The one-standard-error rule (Hastie, Tibshirani and Friedman, The Elements of Statistical
     Learning, 7.10): the smallest strength whose held-out share is within one standard error of the
     best's. A few dozen references are a noisy measure: an update kept for a gain of a reference or
-    two cost the scored faces 2-4 points on FER2013 rooms (docs/benchmarks.md), a large gain survives."""
+    two cost the scored faces 1.4-2.8 points on FER2013 rooms (docs/benchmarks.md); a large gain survives."""
     best = float(shares.max())
     error = (best * (1 - best) / count) ** 0.5
     return next(s for s, share in zip(HEAD_STRENGTHS, shares.tolist()) if share >= best - error)
