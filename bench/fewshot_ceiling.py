@@ -119,7 +119,8 @@ def lora_gate_scores(model, train_faces, train_labels, names, picks, heldout: st
                      test_faces, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The `lora` adapter's probability of the new class on the test faces, and the threshold that `rate`
     of the bank's face images pass through the same adapted model."""
-    adapted, _, _ = adapt(model, references(train_faces, train_labels, names, {heldout: picks}), "lora", seed)
+    refs = references(train_faces, train_labels, names, {heldout: picks})
+    adapted, _, _ = adapt(model, refs, AdaptOptions(method="lora", seed=seed))
     column = adapted.labels.index(heldout)
 
     def score(faces):
