@@ -15,7 +15,9 @@ the same 5 references and the same gate reach when the backbone's features alrea
 class. Levers:
 - `--directions`: the gate along the prototype's mean (cosine, shipped), a Fisher (whitened)
   direction, the nearest reference view (nearest), or a logistic regression of the reference views
-  against the bank (logistic; fitted on half the bank, calibrated on the other half).
+  against the bank (logistic; fitted on half the bank, calibrated on the other half), the prototype's
+  similarity minus the nearest base class's (margin), or that with the prototype first fused with the
+  base prototypes it resembles (teen: Wang et al., NeurIPS 2023).
 - `--directions lora`: the gate decides when, LoRA what it is: the `lora` adapter trained on the
   references (as `train.py adapt --method lora`), its probability of the new class as the score,
   calibrated on real Training faces of the other classes (images through the adapted model); the
@@ -98,6 +100,23 @@ def logistic_scorer(views: torch.Tensor, negatives: torch.Tensor, steps: int = 2
     return score
 
 
+TEEN_FUSION, TEEN_TEMPERATURE = 0.5, 16.0  # Wang et al. (NeurIPS 2023), their defaults
+
+
+def margin_scorer(views: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor, teen: bool = False):
+    """How much closer a face is to the new prototype than to the nearest base class's (the bank's class
+    means): a face close to everything no longer passes for the new class. With `teen`, the new prototype
+    is first fused with the base prototypes it resembles (TEEN: "Few-Shot Class-Incremental Learning via
+    Training-Free Prototype Calibration", Wang et al. 2023), which pulls it toward where the base model
+    puts the new class's faces."""
+    prototype = F.normalize(views.mean(0), dim=0)
+    base = F.normalize(torch.stack([bank[bank_ids == c].mean(0) for c in bank_ids.unique()]), dim=-1)
+    if teen:
+        weights = (TEEN_TEMPERATURE * (base @ prototype)).softmax(0)
+        prototype = F.normalize(TEEN_FUSION * prototype + (1 - TEEN_FUSION) * weights @ base, dim=0)
+    return lambda features: features @ prototype - (features @ base.T).amax(-1)
+
+
 def gate_scores(kind: str, views, bank, bank_ids, rate: float, test, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The gate's scores on the test faces and its threshold (`rate` of bank faces pass)."""
     if kind == "cosine":  # the shipped gate
@@ -108,6 +127,9 @@ def gate_scores(kind: str, views, bank, bank_ids, rate: float, test, generator) 
         return test @ direction, torch.quantile(bank @ direction, 1 - rate)
     if kind == "nearest":
         score = lambda features: (features @ views.T).amax(-1)  # noqa: E731
+        return score(test), torch.quantile(score(bank), 1 - rate)
+    if kind in ("margin", "teen"):
+        score = margin_scorer(views, bank, bank_ids, teen=kind == "teen")
         return score(test), torch.quantile(score(bank), 1 - rate)
     half = torch.randperm(len(bank), generator=generator)
     fit, calibrate = half[: len(bank) // 2], half[len(bank) // 2:]
@@ -134,8 +156,9 @@ def main() -> None:
     parser.add_argument("--heldout", default="surprise")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
     parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--directions", nargs="+", choices=["cosine", "whitened", "nearest", "logistic", "lora"],
-                        default=["cosine"], help="the gate's score (cosine: the shipped prototype)")
+    parser.add_argument("--directions", nargs="+", default=["cosine"],
+                        choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", "lora"],
+                        help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
     args = parser.parse_args()
