@@ -161,6 +161,8 @@ def main() -> None:
                         help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
+    parser.add_argument("--false-positive-rate", type=float, default=AdaptOptions.false_positive_rate,
+                        help="the share of the bank's faces (other classes) a gate lets through")
     args = parser.parse_args()
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
@@ -168,7 +170,7 @@ def main() -> None:
     data = load_emotion_dataset(args.data)
     test_faces, test_labels, names = split_arrays(data["validation"])
     train_faces, train_labels, _ = split_arrays(data["train"])
-    options = AdaptOptions()
+    options = AdaptOptions(false_positive_rate=args.false_positive_rate)
     kept = [i for i, label in enumerate(model.labels) if label != args.heldout]  # mask the class if the model has it
     if "lora" in args.directions and args.heldout in model.labels:
         parser.error(f"--directions lora needs a model trained without {args.heldout!r}")
@@ -181,7 +183,7 @@ def main() -> None:
     others = np.isin(truth, [model.labels[c] for c in kept])  # the classes the model knows, bar the held-out one
     before = float(np.mean(base_prediction[others] == truth[others]))
     pool = np.flatnonzero(train_labels == names.index(args.heldout))
-    print(f"{args.model}: other classes {before:.1%} before; gate at {options.false_positive_rate:.0%} of the bank")
+    print(f"{args.model}: other classes {before:.1%} before; gate at {options.false_positive_rate:.1%} of the bank")
     rng = np.random.default_rng(0)  # 256 Training faces per other class: images, for the bank of other features
     bank_picks = np.concatenate([rng.choice(np.flatnonzero(train_labels == names.index(model.labels[c])), 256,
                                             replace=False) for c in kept])
