@@ -10,7 +10,8 @@ A prototype adapter:
   many faces of some class would swallow it.
 
 A head adapter: its references cross-validated in folds, each labelled by the model alone and by
-the update trained without its fold, at half and whole strength; the best strength is kept.
+the update trained without its fold, at half and whole strength; the smallest strength within one
+standard error of the best is kept.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, pre
     right = torch.zeros(len(HEAD_STRENGTHS))
     folds = reference_folds(label_ids, options.head_folds)
     for i, fold in enumerate(folds):
-        _fit_head(model, features[~torch.isin(sources, fold)], targets[~torch.isin(sources, fold)], replay, options)
+        kept = ~torch.isin(sources, fold)  # the views of the other folds' references
+        _fit_head(model, features[kept], targets[kept], replay, options)
         right += _right_at_strengths(model, references[fold], label_ids[fold])
         _set_trainable(model, start)
         progress(0.8 * (i + 1) / (len(folds) + 1), f"cross-validated fold {i + 1}/{len(folds)}")
@@ -152,7 +153,9 @@ def reference_folds(label_ids: torch.Tensor, folds: int) -> list[torch.Tensor]:
     """Indices of the references in each fold: each label's references dealt round the folds in turn,
     so that every fold holds out some of most labels (with one reference per label too). No folds
     for fewer than two references."""
-    dealt = sorted(range(len(label_ids)), key=lambda i: (int((label_ids[:i] == label_ids[i]).sum()), int(label_ids[i])))
+    labels = label_ids.tolist()
+    rank = [labels[:i].count(label) for i, label in enumerate(labels)]  # the how-manieth of its label
+    dealt = sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))
     count = min(folds, len(dealt))
     if count < 2:
         return []
