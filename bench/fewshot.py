@@ -242,9 +242,11 @@ def main() -> None:
                         help="Cameras of part c (see above).")
     parser.add_argument("--head-folds", type=int, default=AdaptOptions.head_folds,
                         help="head: folds to choose its strength on (0: the whole update, as before 2026-12-05).")
+    parser.add_argument("--false-positive-rate", type=float, default=AdaptOptions.false_positive_rate,
+                        help="prototype: the share of other classes' faces a gate may take.")
     parser.add_argument("--json", help="Also write every draw's numbers here.")
     args = parser.parse_args()
-    args.options = AdaptOptions(head_folds=args.head_folds)
+    args.options = AdaptOptions(head_folds=args.head_folds, false_positive_rate=args.false_positive_rate)
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
     data = load_emotion_dataset(args.data)
