@@ -18,11 +18,11 @@ class. Levers:
   against the bank (logistic; fitted on half the bank, calibrated on the other half), the prototype's
   similarity minus the nearest base class's (margin), or that with the prototype first fused with the
   base prototypes it resembles (teen: Wang et al., NeurIPS 2023).
-- `--directions lora`: the gate decides when, LoRA what it is: the `lora` adapter trained on the
-  references (as `train.py adapt --method lora`), its probability of the new class as the score,
-  calibrated on real Training faces of the other classes (images through the adapted model); the
-  base model answers for every face the gate does not take. Only for a model without the class;
-  it reads no frozen features (give it with `--features final` alone).
+- `--directions lora` (or `head`): the gate decides when, the adapter what it is: the `lora` (or
+  `head`) adapter trained on the references (as `train.py adapt --method lora`), its probability of
+  the new class as the score, calibrated on real Training faces of the other classes (images through
+  the adapted model); the base model answers for every face the gate does not take. Only for a model
+  without the class; it reads no frozen features (give it with `--features final` alone).
 - `--features`: the classifier's input (final, shipped), or an earlier stage of the backbone, pooled
   (stage3) or kept as its spatial grid (stage3-grid, stage4-grid): a backbone trained without the
   class may have discarded it by its last layer but not before.
@@ -137,12 +137,12 @@ def gate_scores(kind: str, views, bank, bank_ids, rate: float, test, generator) 
     return score(test), torch.quantile(score(bank[calibrate]), 1 - rate)
 
 
-def lora_gate_scores(model, train_faces, train_labels, names, picks, heldout: str, bank_faces, rate: float,
-                     test_faces, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The `lora` adapter's probability of the new class on the test faces, and the threshold that `rate`
+def adapter_gate_scores(method: str, model, train_faces, train_labels, names, picks, heldout: str, bank_faces,
+                        rate: float, test_faces, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `method` adapter's probability of the new class on the test faces, and the threshold that `rate`
     of the bank's face images pass through the same adapted model."""
     refs = references(train_faces, train_labels, names, {heldout: picks})
-    adapted, _, _ = adapt(model, refs, AdaptOptions(method="lora", seed=seed))
+    adapted, _, _ = adapt(model, refs, AdaptOptions(method=method, seed=seed))
     column = adapted.labels.index(heldout)
 
     def score(faces):
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--directions", nargs="+", default=["cosine"],
-                        choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", "lora"],
+                        choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", "lora", "head"],
                         help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
@@ -172,8 +172,8 @@ def main() -> None:
     train_faces, train_labels, _ = split_arrays(data["train"])
     options = AdaptOptions(false_positive_rate=args.false_positive_rate)
     kept = [i for i, label in enumerate(model.labels) if label != args.heldout]  # mask the class if the model has it
-    if "lora" in args.directions and args.heldout in model.labels:
-        parser.error(f"--directions lora needs a model trained without {args.heldout!r}")
+    if {"lora", "head"} & set(args.directions) and args.heldout in model.labels:
+        parser.error(f"--directions lora and head need a model trained without {args.heldout!r}")
     with torch.inference_mode():
         probabilities = torch.cat([model.model(pixel_values=model.preprocessing(test_faces[i:i + 512])).logits
                                    for i in range(0, len(test_faces), 512)]).softmax(-1)
@@ -208,10 +208,10 @@ def main() -> None:
                                                        options.views_per_label, model.preprocessing, augment),
                                     feature_kind)
                 for kind in args.directions:
-                    if kind == "lora":
-                        scores, threshold = lora_gate_scores(model, train_faces, train_labels, names, picks,
-                                                             args.heldout, bank_faces, options.false_positive_rate,
-                                                             test_faces, seed=draw)
+                    if kind in ("lora", "head"):
+                        scores, threshold = adapter_gate_scores(kind, model, train_faces, train_labels, names, picks,
+                                                                args.heldout, bank_faces, options.false_positive_rate,
+                                                                test_faces, seed=draw)
                     else:
                         scores, threshold = gate_scores(kind, views, bank, bank_ids, options.false_positive_rate,
                                                         test, torch.Generator().manual_seed(draw))
