@@ -48,7 +48,7 @@ def main() -> None:
     detector = create_detector("retinaface")
     retries = {name: RETRIES[name] for name in args.retries}
     backends = {backend: detector if backend == "retinaface" else create_detector(backend, model_path=args.yunet_model)
-                for backend, _ in retries.values()}
+                for backend in {backend for backend, _ in retries.values()}}  # each detector loaded once
     first_pass = DetectorOptions()
     rng = np.random.default_rng(args.seed + 1)
     empty_frames = missed = phantoms = 0

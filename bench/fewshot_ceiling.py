@@ -19,7 +19,7 @@ class. Levers:
   similarity minus the nearest base class's (margin), or that with the prototype first fused with the
   base prototypes it resembles (teen: Wang et al., NeurIPS 2023).
 - `--directions lora` (or `head`): the gate decides when, the adapter what it is: the `lora` (or
-  `head`) adapter trained on the references (as `train.py adapt --method lora`), its probability of
+  `head`) adapter trained on the references (as `train.py adapt --method lora` or `head`), its probability of
   the new class as the score, calibrated on real Training faces of the other classes (images through
   the adapted model); the base model answers for every face the gate does not take. Only for a model
   without the class; it reads no frozen features (give it with `--features final` alone).
@@ -48,6 +48,7 @@ from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
 from emotion_vit.transforms import training_augmentation
 
+ADAPTER_DIRECTIONS = ("lora", "head")  # gates scored by a trained adapter, not by frozen features
 STAGES = {"stage3": (2, "pooled"), "stage3-grid": (2, "grid"), "stage4-grid": (3, "grid")}
 
 
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--directions", nargs="+", default=["cosine"],
-                        choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", "lora", "head"],
+                        choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", *ADAPTER_DIRECTIONS],
                         help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
@@ -172,8 +173,8 @@ def main() -> None:
     train_faces, train_labels, _ = split_arrays(data["train"])
     options = AdaptOptions(false_positive_rate=args.false_positive_rate)
     kept = [i for i, label in enumerate(model.labels) if label != args.heldout]  # mask the class if the model has it
-    if {"lora", "head"} & set(args.directions) and args.heldout in model.labels:
-        parser.error(f"--directions lora and head need a model trained without {args.heldout!r}")
+    if set(ADAPTER_DIRECTIONS) & set(args.directions) and args.heldout in model.labels:
+        parser.error(f"--directions {' and '.join(ADAPTER_DIRECTIONS)} need a model trained without {args.heldout!r}")
     with torch.inference_mode():
         probabilities = torch.cat([model.model(pixel_values=model.preprocessing(test_faces[i:i + 512])).logits
                                    for i in range(0, len(test_faces), 512)]).softmax(-1)
@@ -208,7 +209,7 @@ def main() -> None:
                                                        options.views_per_label, model.preprocessing, augment),
                                     feature_kind)
                 for kind in args.directions:
-                    if kind in ("lora", "head"):
+                    if kind in ADAPTER_DIRECTIONS:
                         scores, threshold = adapter_gate_scores(kind, model, train_faces, train_labels, names, picks,
                                                                 args.heldout, bank_faces, options.false_positive_rate,
                                                                 test_faces, seed=draw)
