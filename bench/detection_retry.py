@@ -5,7 +5,7 @@
 
 The PublicTest faces in frames (`emotion_vit.frames`, as bench/frames.py; no JPEG) go through
 RetinaFace with the app's options. On each frame where it finds no face, each retry (RetinaFace at
-another scale or threshold, or the YuNet backend) is tried: it recovers the face when its largest
+another scale or a lower threshold, or the YuNet backend) is tried: it recovers the face when its largest
 box overlaps the pasted square (IoU >= 0.3), or takes a false box. The cost is measured on face-free frames, one per
 face: a background made as the frames' own (blurred tiles or a mosaic of another face) that pass 1
 leaves empty, and that the retry fills.
@@ -30,6 +30,9 @@ RETRIES = {"upscale 1.5": ("retinaface", DetectorOptions(upscale=1.5)),
            "upscale 1.5, threshold 0.8": ("retinaface", DetectorOptions(upscale=1.5, score_threshold=0.8)),
            "upscale 2, threshold 0.8": ("retinaface", DetectorOptions(upscale=2.0, score_threshold=0.8)),
            "downscale to 480 px": ("retinaface", DetectorOptions(max_side=480)),
+           "threshold 0.5": ("retinaface", DetectorOptions(score_threshold=0.5)),
+           "threshold 0.4": ("retinaface", DetectorOptions(score_threshold=0.4)),
+           "threshold 0.3": ("retinaface", DetectorOptions(score_threshold=0.3)),
            "YuNet": ("yunet", DetectorOptions()),
            "YuNet, threshold 0.8": ("yunet", DetectorOptions(score_threshold=0.8))}
 
