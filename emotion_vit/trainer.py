@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,11 @@ class EmotionTrainer(Trainer):
         size = self.teacher.config.image_size if hasattr(self.teacher.config, "image_size") else None
         if isinstance(size, int) and size != pixel_values.shape[-1]:  # same normalisation, other resolution
             pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
-        return self.teacher(pixel_values=pixel_values).logits.float()
+        if not self.model_args.teacher_flip_tta:
+            return self.teacher(pixel_values=pixel_values).logits.float()
+        both = self.teacher(pixel_values=torch.cat([pixel_values, pixel_values.flip(-1)])).logits.float()
+        # the mean of the two views' probabilities, as log-probabilities: logits of that mean
+        return both.log_softmax(-1).view(2, len(pixel_values), -1).logsumexp(0) - math.log(2)
 
     def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         teacher = self._teacher_logits(pixel_values)

@@ -458,6 +458,22 @@ def test_distillation_loss_is_the_weighted_sum_of_labels_and_teacher(tmp_path, k
     assert torch.allclose(loss, F.cross_entropy(outputs.logits, batch["labels"]), rtol=1e-4)
 
 
+def test_flip_tta_teacher_answers_with_the_mean_of_a_face_and_its_mirror(tmp_path):
+    """--teacher_flip_tta: the target is the mean of the teacher's probabilities on each face and its
+    mirror image (as the app serves a model), not its one view."""
+    teacher = sharp_teacher()
+    pixels = face_batch()["pixel_values"]  # random noise: a face and its mirror get other answers
+    with torch.no_grad():
+        one_view = teacher(pixel_values=pixels).logits.softmax(-1)
+        mirrored = teacher(pixel_values=pixels.flip(-1)).logits.softmax(-1)
+    expected = ((one_view + mirrored) / 2).log()
+    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher, model_args=ModelArguments(teacher_flip_tta=True))
+    got = trainer._teacher_logits(pixels)
+    assert torch.allclose(got.softmax(-1), expected.exp(), atol=1e-5)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(len(pixels)), atol=1e-5)  # log-probabilities
+    assert (expected.exp() - one_view).abs().max() > 0.1  # the mirror changed the answer
+
+
 @pytest.mark.parametrize("kind", ["hard", "soft"])
 def test_distillation_alone_drives_the_student_to_the_teacher(tmp_path, kind):
     """alpha = 1: the labels (all unlike the teacher's top class) are ignored, the teacher's classes learnt."""
