@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--zoom", type=float, default=1.125)
     parser.add_argument("--json", help="Also write the figures here.")
     args = parser.parse_args()
-    print(machine_line(), f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(machine_line(), flush=True)
     model = load_emotion_model(args.model)
     subset = load_emotion_dataset(args.data)[args.split]
     names = subset.features["label"].names
