@@ -70,7 +70,8 @@ class AppSettings:
         "help": "Photos and API images: also classify each face from crops this much tighter and looser, averaged "
                 "(0.9 points more accurate on PublicTest faces in frames, 3x the classifier time; 0: one crop). "
                 "Live frames use one crop."})
-    align: bool = field(default=False, metadata={"help": "Rotate face crops so the eyes are level."})
+    align: bool = field(default=False, metadata={
+        "help": "Rotate tilted faces upright (the eyes within 6 degrees of level)."})
     flip_tta: bool = field(default=True, metadata={
         "help": "Classify each face once, not also mirrored "
                 "(half the classifier time, 0.75 points less accurate on PublicTest)."})

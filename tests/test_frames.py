@@ -14,7 +14,7 @@ from conftest import REPO, pattern_face, save_tiny_vit, write_image_folder, zip_
 from fake_webcam import ASTRONAUT, ASTRONAUT_FACE_CROP
 from PIL import Image
 
-from emotion_vit.crop import CropGeometry, find_faces, fit_geometry
+from emotion_vit.crop import KEPT_TILT_DEGREES, CropGeometry, find_faces, fit_geometry
 from emotion_vit.detect import create_detector
 from emotion_vit.frames import FrameOptions, detected_boxes, face_free_frame, place_face, placed_faces
 from emotion_vit.transforms import DetectorFraming, training_augmentation
@@ -98,8 +98,12 @@ def test_crop_is_the_geometry_square_with_replicated_border_and_alignment():
         tilted[y - 3:y + 4, x - 3:x + 4] = 255
     landmarks = np.vstack([eyes, [[100, 120], [85, 140], [115, 140]]]).astype(np.float32)
     aligned = geometry.crop(tilted, (60, 60, 140, 160), landmarks)
-    rows = np.nonzero(aligned[:, :, 0] > 128)[0]
-    assert rows.max() - rows.min() <= 8  # both eye blobs now on the same rows
+    left, right = (np.argwhere(half[:, :, 0] > 128).mean(0) for half in (aligned[:, :60], aligned[:, 60:]))
+    tilt = np.degrees(np.arctan2(right[0] - left[0], right[1] + 60 - left[1]))
+    assert abs(tilt - KEPT_TILT_DEGREES) < 1.5  # 26.6 degrees brought down to the tilt the model knows
+    slight = landmarks.copy()
+    slight[1, 1] = slight[0, 1] + 40 * np.tan(np.radians(KEPT_TILT_DEGREES - 2))  # within it: not rotated
+    assert np.array_equal(geometry.crop(tilted, (60, 60, 140, 160), slight), geometry.crop(tilted, (60, 60, 140, 160)))
 
 
 def test_a_face_crop_is_taken_whole_and_a_frame_is_cut(detector):
