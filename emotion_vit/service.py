@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .adapt import METADATA_FILE, References, build_adapter, load_adapter, save_adapter
-from .crop import CropGeometry
+from .crop import KEPT_TILT_DEGREES, CropGeometry
 from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
 from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
@@ -71,7 +71,7 @@ class AppSettings:
                 "(0.9 points more accurate on PublicTest faces in frames, 3x the classifier time; 0: one crop). "
                 "Live frames use one crop."})
     align: bool = field(default=False, metadata={
-        "help": "Rotate tilted faces upright (the eyes within 6 degrees of level)."})
+        "help": f"Rotate tilted faces upright (the eyes within {KEPT_TILT_DEGREES:g} degrees of level)."})
     flip_tta: bool = field(default=True, metadata={
         "help": "Classify each face once, not also mirrored "
                 "(half the classifier time, 0.75 points less accurate on PublicTest)."})
