@@ -2,7 +2,7 @@
 
     python bench/frames.py [--model DIR] [--data ../shared/data/fer2013.zip] [--split validation]
                            [--limit N] [--seed 0] [--with-fer] [--keep DIR | --frames DIR]
-                           [--geometry SCALE SHIFT_X SHIFT_Y] [--json OUT]
+                           [--geometry SCALE SHIFT_X SHIFT_Y] [--align on|off] [--json OUT]
 
 The faces of a split (default FER2013 PublicTest, all 3,589) are each placed into a 640x480 frame
 (`emotion_vit.frames`: random size and position, replicated / blurred / mosaic background) and
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--crop-spread", type=float,
                         help="The app's photo_crop_spread (default: the app's; 0: one crop per face).")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], help="The app's bf16 (default: the app's).")
+    parser.add_argument("--align", choices=["on", "off"], help="Align faces by the eyes (default: the app's).")
     parser.add_argument("--frames", help="Score this folder of <label>/<n>.jpg frames written by an earlier --keep "
                                          "instead of writing new ones (same --data, --split, --limit, --seed).")
     parser.add_argument("--keep", help="Write the frames here and keep them (default: a temporary folder).")
@@ -90,6 +91,8 @@ def main() -> None:
             settings.photo_crop_spread = args.crop_spread
         if args.bf16 is not None:
             settings.bf16 = args.bf16
+        if args.align is not None:
+            settings.align = args.align == "on"
         service = EmotionService(settings)
         labels = service.model.labels
         # Direct: the faces as given, in the order of the folder's files (label folders, then index).
@@ -105,6 +108,7 @@ def main() -> None:
         figures = {"frames": len(frames), "data": Path(args.data).name, "split": args.split, "seed": args.seed,
                    "model": Path(args.model).name, "machine": machine_line(), "geometry": vars(geometry),
                    "crop_spread": service.settings.photo_crop_spread, "bf16": service.model.bf16,
+                   "align": service.settings.align,
                    "direct": scores(direct, references, labels),
                    "direct_on_found": scores([direct[i] for i in found], [references[i] for i in found], labels),
                    "app_on_found": scores([labels.index(app["predictions"][i]["prediction"]) for i in found],
@@ -123,7 +127,7 @@ def main() -> None:
     print(f"machine: {figures['machine']}")
     print(f"{figures['frames']} {args.split} faces of {figures['data']} in 640x480 frames (seed {args.seed}), "
           f"model {figures['model']}, {geometry}, crop spread {service.settings.photo_crop_spread}, "
-          f"bf16 {service.model.bf16}")
+          f"bf16 {service.model.bf16}, align {service.settings.align}")
     print("| path | accuracy | macro-F1 | faces missed | " + " | ".join(labels) + " |")
     print("|---|---|---|---|" + "---|" * len(labels))
     for name in ("direct", "app", "fer", "direct_on_found", "app_on_found"):

@@ -203,12 +203,14 @@ def adapt_command(argv: list[str]) -> None:
     parser.add_argument("--name", required=True, help="Adapter name.")
     parser.add_argument("--adapters-dir", default="adapters", help="Where adapters are saved (default: %(default)s).")
     parser.add_argument("--already-cropped", action="store_true", help="References are face crops: skip detection.")
+    parser.add_argument("--align", action="store_true",
+                        help="Cut the references aligned by the eyes, as an app run with --align cuts faces.")
     add_flags(parser, AdaptOptions, "how the adapter is built")
     args = parser.parse_args(argv)
     try:
         base = load_emotion_model(args.base)
         detector = None if args.already_cropped else create_detector("retinaface")
-        refs = load_references(args.references, detector)
+        refs = load_references(args.references, detector, align=args.align)
         for skipped in refs.skipped:
             print(f"skipped {skipped}")
         print(f"references per label: {refs.counts()}")

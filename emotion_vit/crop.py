@@ -32,6 +32,9 @@ SMALL_IMAGE_SIDE = 192
 # faces in frames, levelling the tilt beyond 6 degrees 0.4, while it wins back 2.2 of the 4.4 points
 # that tilts of up to 25 degrees cost (bench/tilt.py, docs/benchmarks.md).
 KEPT_TILT_DEGREES = 6.0
+# Off by default: on upright faces alignment costs 0.4 points (PublicTest faces in frames, bench/frames.py),
+# on faces tilted up to 25 degrees it wins 2.2 (bench/tilt.py).
+ALIGN_FACES = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class CropGeometry:
         matrix[:, 2] += (size / 2 - center[0], size / 2 - center[1])
         return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def face_crop(self, frame: np.ndarray, face: Face, align: bool = False) -> np.ndarray:
+    def face_crop(self, frame: np.ndarray, face: Face, align: bool = ALIGN_FACES) -> np.ndarray:
         """What the classifier sees of `face`: the whole image when it is already a face crop, else `crop`."""
         height, width = frame.shape[:2]
         if self.is_whole_image(face.box, height, width):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .crop import CropGeometry, find_faces
+from .crop import ALIGN_FACES, CropGeometry, find_faces
 from .detect import DetectorOptions, Face, FaceDetector, as_rgb_uint8
 from .model import EmotionModel
 from .track import FaceTracker
@@ -56,7 +56,7 @@ class FrameAnalysis:
 @dataclass
 class PipelineOptions:
     geometry: CropGeometry = field(default_factory=CropGeometry)  # how a crop is cut from a detector's box
-    align: bool = False  # rotate each crop so the eyes are level (uses the 5 landmarks)
+    align: bool = ALIGN_FACES  # rotate tilted crops upright (uses the 5 landmarks)
     crop_spread: float = 0.0  # >0: also crops (1 -+ spread) times as large, probabilities averaged
     batched: bool = True  # False classifies faces one by one (for benchmarks)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .adapt import METADATA_FILE, References, build_adapter, load_adapter, save_adapter
-from .crop import KEPT_TILT_DEGREES, CropGeometry
+from .crop import ALIGN_FACES, KEPT_TILT_DEGREES, CropGeometry
 from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
 from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
@@ -70,7 +70,7 @@ class AppSettings:
         "help": "Photos and API images: also classify each face from crops this much tighter and looser, averaged "
                 "(0.9 points more accurate on PublicTest faces in frames, 3x the classifier time; 0: one crop). "
                 "Live frames use one crop."})
-    align: bool = field(default=False, metadata={
+    align: bool = field(default=ALIGN_FACES, metadata={
         "help": f"Rotate tilted faces upright (the eyes within {KEPT_TILT_DEGREES:g} degrees of level)."})
     flip_tta: bool = field(default=True, metadata={
         "help": "Classify each face once, not also mirrored "

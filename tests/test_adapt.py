@@ -27,6 +27,7 @@ from emotion_vit.adapt import (
     load_references,
     save_adapter,
 )
+from emotion_vit.crop import CropGeometry, find_faces
 from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import load_emotion_model, weights_sha256
@@ -162,6 +163,19 @@ def test_reference_folders_with_faces_bad_files_and_variants(tmp_path):
     assert all(crop.shape[0] == crop.shape[1] >= 100 for crop in refs.crops)  # the face, cropped square
     skipped = " ".join(refs.skipped)
     assert "no_face.png: no face found" in skipped and "broken.jpg" in skipped and "notes.txt" in skipped
+
+
+def test_references_are_cut_as_the_app_cuts_faces_aligned_or_not():
+    detector = create_detector("retinaface")
+    tilted = np.asarray(Image.open(ASTRONAUT).convert("RGB").rotate(20, resample=Image.BILINEAR))
+    face = find_faces(detector, tilted)[0]
+    crops = {}
+    for align in (False, True):
+        refs = References()
+        assert refs.add_image(tilted, "happy", "tilted.jpg", detector, align=align)
+        crops[align] = refs.crops[0]
+        np.testing.assert_array_equal(crops[align], CropGeometry().face_crop(tilted, face, align))
+    assert not np.array_equal(crops[False], crops[True])  # the 20-degree tilt is levelled to 6
 
 
 def test_unusable_reference_folders_are_clear_errors(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..crop import CropGeometry, find_faces
+from ..crop import ALIGN_FACES, CropGeometry, find_faces
 from ..detect import FaceDetector
 from ..images import IMAGE_SUFFIXES, as_rgb_uint8, read_image
 from ..labels import UnknownLabelError, canonical_label
@@ -29,10 +29,10 @@ class References:
         return dict(Counter(self.labels))
 
     def add_image(self, image, label: str, source: str, detector: FaceDetector | None,
-                  geometry: CropGeometry | None = None) -> bool:
+                  geometry: CropGeometry | None = None, align: bool = ALIGN_FACES) -> bool:
         """Add the largest face of `image` (any RGB/gray array) under `label`, cut as the live view cuts it
-        (a face-sized image is taken whole); without a detector the image is taken as a face crop.
-        Returns False, and notes why, when there is no face."""
+        (a face-sized image is taken whole; `align` as the app's setting); without a detector the image is
+        taken as a face crop. Returns False, and notes why, when there is no face."""
         if detector is None:
             crop = image
         else:
@@ -41,7 +41,7 @@ class References:
             if not faces:
                 self.skipped.append(f"{source}: no face found")
                 return False
-            crop = (geometry or CropGeometry()).face_crop(image, faces[0])
+            crop = (geometry or CropGeometry()).face_crop(image, faces[0], align)
         self.crops.append(crop)
         self.labels.append(label_name(label))
         self.sources.append(source)
@@ -62,7 +62,7 @@ def label_name(folder: str) -> str:
         return name
 
 def load_references(folder: str | Path, detector: FaceDetector | None,
-                    geometry: CropGeometry | None = None) -> References:
+                    geometry: CropGeometry | None = None, align: bool = ALIGN_FACES) -> References:
     """Read `folder/<label>/*` images and crop the largest face of each (no detector: images are crops)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -77,7 +77,7 @@ def load_references(folder: str | Path, detector: FaceDetector | None,
                 refs.skipped.append(f"{path}: not an image file")
                 continue
             try:
-                refs.add_image(read_image(path), label_dir.name, str(path), detector, geometry)
+                refs.add_image(read_image(path), label_dir.name, str(path), detector, geometry, align)
             except ValueError as error:
                 refs.skipped.append(f"{path}: {error}")
     if not refs.crops:

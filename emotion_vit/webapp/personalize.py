@@ -55,8 +55,8 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
         raise refuse("Add one or more photos, or capture one with the webcam.")
     if len(refs.crops) + len(images) > settings.max_references:
         raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
-    found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry)
-                for name, image in images)
+    found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry,
+                               settings.align) for name, image in images)
     if not found:
         gr.Warning("No face found in these images.")
     return refs, reference_summary(refs), reference_gallery(refs)
