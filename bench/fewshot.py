@@ -82,7 +82,7 @@ def new_class(args, test_faces, test_labels, test_names, train_faces, train_labe
         target = truth == heldout
         pool = np.flatnonzero(train_labels == train_names.index(heldout))
         for method in args.methods:
-            for k in (1, 5, 10):
+            for k in args.ks:
                 recalls, other_accs, seconds, sizes = [], [], [], []
                 for draw in range(args.draws):
                     rng = np.random.default_rng(1000 * k + draw)
@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
     parser.add_argument("--methods", nargs="+", default=["lora", "head", "prototype"])
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="New class: references per draw.")
     parser.add_argument("--parts", nargs="+", default=["new", "weak", "room", "time"],
                         choices=["new", "weak", "room", "time"])
     parser.add_argument("--rooms", nargs="+", default=["fer2013"], choices=list(ROOMS),
