@@ -229,7 +229,6 @@ def feature_stats_command(argv: list[str]) -> None:
     from emotion_vit.data import DataOptions, load_emotion_dataset
     from emotion_vit.features import compute_feature_stats, dataset_batches, save_feature_stats
     from emotion_vit.model import load_emotion_model
-    from emotion_vit.replay_faces import sample_replay_faces, save_replay_faces
     from emotion_vit.transforms import eval_transform
 
     parser = argparse.ArgumentParser(prog="emotion-vit feature-stats", description=(
@@ -244,7 +243,6 @@ def feature_stats_command(argv: list[str]) -> None:
     split = load_emotion_dataset(args.data, DataOptions(exclude_labels=args.exclude_labels))["train"]
     if split.features["label"].names != model.labels:
         raise SystemExit(f"data labels {split.features['label'].names} differ from the model's {model.labels}")
-    print(save_replay_faces(sample_replay_faces(split, len(model.labels)), model.labels, args.model))
     split.set_transform(eval_transform(model.preprocessing))
     stats = compute_feature_stats(model.model, dataset_batches(split), len(model.labels))
     print(save_feature_stats(stats, model.labels, args.model))

@@ -12,7 +12,6 @@ from torch import nn
 
 from ..features import FeatureReplay, embeddings, load_feature_stats
 from ..model import EmotionModel
-from ..replay_faces import load_replay_faces
 from ..transforms import Preprocessing, training_augmentation
 from .classifier import grow_classifier, imprint
 from .options import AdaptOptions
@@ -44,10 +43,8 @@ def build_peft(model: nn.Module, base: EmotionModel, refs: References, labels: l
     stats = load_feature_stats(base) if options.replay_weight > 0 else None
     replay = FeatureReplay(stats) if stats is not None else None
     if options.method == "lora":
-        faces = load_replay_faces(base) if options.replay_weight > 0 else None
-        steps_done, details = _train_lora(peft_model, refs, label_ids, len(base_labels), base.preprocessing,
-                                          None if faces is not None else replay, faces, options, progress), {}
-        details["replay"] = "faces" if faces is not None else "features" if replay is not None else "none"
+        steps_done, details = _train_lora(peft_model, refs, label_ids, len(base_labels), base.preprocessing, replay,
+                                          options, progress), {}
     else:
         steps_done, details = _train_head(peft_model, refs, label_ids, base.preprocessing, replay, options, progress)
     return peft_model, steps_done, replay, details
@@ -77,17 +74,9 @@ def _replay_loss(model: PeftModel, replay: FeatureReplay | None, options: AdaptO
     return options.replay_weight * F.cross_entropy(model.get_base_model().classifier(features), labels)
 
 def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num_base: int,
-                preprocessing: Preprocessing, replay: FeatureReplay | None, faces: dict[str, torch.Tensor] | None,
-                options: AdaptOptions, progress) -> int:
-    """Augmented steps of cross-entropy + replay + distillation; stops early once the references fit.
-    With the base's replay `faces`, each step also sees real faces of the base classes through the adapted
-    model: their labels, and the base model's answers on them (distilled)."""
+                preprocessing: Preprocessing, replay: FeatureReplay | None, options: AdaptOptions, progress) -> int:
+    """Augmented steps of cross-entropy + replay + distillation; stops early once the references fit."""
     views = _BalancedViews(refs, label_ids, preprocessing, options.augmentation_strength, options.seed)
-    if faces is not None:
-        replay_pixels = preprocessing(list(faces["faces"].numpy()))
-        replay_labels = faces["labels"]
-        with torch.no_grad(), model.disable_adapter():
-            replay_teacher = model(pixel_values=replay_pixels).logits[:, :num_base]
     head = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" in n]
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "classifier" not in n]
     optimizer = torch.optim.AdamW([{"params": lora, "lr": options.learning_rate},
@@ -96,23 +85,17 @@ def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num
     model.train()
     for step in range(1, options.steps + 1):
         pixels, targets, _ = views.batch(options.batch_size)
-        if faces is not None:
-            picks = torch.randint(len(replay_labels), (options.replay_batch,))
-            logits = model(pixel_values=torch.cat([pixels, replay_pixels[picks]])).logits
-            logits, replay_logits = logits[:len(pixels)], logits[len(pixels):]
-            loss = F.cross_entropy(logits, targets) + options.replay_weight * (
-                F.cross_entropy(replay_logits, replay_labels[picks])
-                + _distillation(replay_logits[:, :num_base], replay_teacher[picks], options.distillation_temperature))
-        else:
-            logits = model(pixel_values=pixels).logits
-            loss = F.cross_entropy(logits, targets) + _replay_loss(model, replay, options)
+        logits = model(pixel_values=pixels).logits
+        loss = F.cross_entropy(logits, targets) + _replay_loss(model, replay, options)
         if options.distillation_weight > 0:
             with torch.no_grad(), model.disable_adapter():
                 teacher = model(pixel_values=pixels).logits[:, :num_base]
             # Keep the base model's view of every *other* base class: mask each example's own label.
             mask = F.one_hot(targets.clamp(max=num_base - 1), num_base).bool() & (targets < num_base)[:, None]
-            distill = _distillation(logits[:, :num_base].masked_fill(mask, -1e4), teacher.masked_fill(mask, -1e4),
-                                    temperature)
+            student = logits[:, :num_base].masked_fill(mask, -1e4) / temperature
+            teacher = teacher.masked_fill(mask, -1e4) / temperature
+            distill = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True,
+                               reduction="batchmean") * temperature ** 2
             loss = loss + options.distillation_weight * distill
         loss.backward()
         optimizer.step()
@@ -122,12 +105,6 @@ def _train_lora(model: PeftModel, refs: References, label_ids: torch.Tensor, num
         if fitted_steps >= 10:  # every reference right for 10 batches in a row; never a clock (reproducible)
             break
     return step
-
-def _distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of the softened distributions, scaled by T^2 (Hinton et al., 2015)."""
-    return F.kl_div(F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1),
-                    log_target=True, reduction="batchmean") * temperature ** 2
-
 
 def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, preprocessing: Preprocessing,
                 replay: FeatureReplay | None, options: AdaptOptions, progress) -> tuple[int, dict]:
