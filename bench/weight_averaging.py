@@ -2,6 +2,11 @@
 
     python bench/weight_averaging.py --run runs/fer2013-pvt-long --last 1 5 10 20 30 45 60 \\
         [--weights DIR_OR_FILES ...] [--data ../shared/data/fer2013.zip] [--split validation]
+    python bench/weight_averaging.py --between START END [--alphas 0 0.25 0.5 0.75 1]
+
+`--between` interpolates instead: (1 - alpha) * START + alpha * END, two weight files or model folders of
+one architecture (WiSE-FT, Wortsman et al. 2022: a fine-tune and the model it started from), END's folder
+giving the config.
 
 The epochs' weights are the run's `checkpoint-*/model.safetensors` (train with a --save_total_limit
 that keeps the tail of the schedule), or `--weights` files or folders of them (`*.safetensors`, named
@@ -51,9 +56,34 @@ def mean_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {name: tensor / len(paths) for name, tensor in total.items()}
 
 
+def weight_file(path: str) -> Path:
+    return Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+
+
+def interpolate(args) -> None:
+    start, end = (load_file(str(weight_file(path))) for path in args.between)
+    model = load_emotion_model(args.between[1])
+    split = load_emotion_dataset(args.data)[args.split]
+    rows = []
+    print(f"(1 - alpha) * {args.between[0]} + alpha * {args.between[1]}")
+    print("| alpha | one view | flip TTA |\n|---|---|---|")
+    for alpha in args.alphas:
+        model.model.load_state_dict({name: (1 - alpha) * start[name].float() + alpha * tensor.float()
+                                     for name, tensor in end.items()})
+        scores = {flip: score_split(dataclasses.replace(model, flip_tta=flip), split, desc=f"alpha {alpha}")["accuracy"]
+                  for flip in (False, True)}
+        rows.append({"alpha": alpha, "one_view": scores[False], "flip_tta": scores[True]})
+        print(f"| {alpha:g} | {scores[False]:.2%} | {scores[True]:.2%} |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine_info(), "args": vars(args), "rows": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="The run's output_dir (its checkpoints give the model's config).")
+    parser.add_argument("--run", help="The run's output_dir (its checkpoints give the model's config).")
+    parser.add_argument("--between", nargs=2, metavar=("START", "END"), help="Interpolate two models instead.")
+    parser.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                        help="--between: END's share of the weights.")
     parser.add_argument("--weights", nargs="*", default=[], help="More epoch weight files, or folders of them.")
     parser.add_argument("--last", nargs="+", type=int, default=[1, 5, 10, 20, 30])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
@@ -62,6 +92,10 @@ def main() -> None:
     args = parser.parse_args()
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
+    if args.between:
+        return interpolate(args)
+    if not args.run:
+        parser.error("--run or --between is required")
     run = Path(args.run)
     files = epoch_weights(run, args.weights)
     steps = [step_of(path) for path in files]
