@@ -49,9 +49,6 @@ class ModelArguments:
         default=0.5, metadata={"help": "Weight of the distillation term (the rest: the labels)."}
     )
     distillation_temperature: float = field(default=2.0, metadata={"help": "Temperature of soft distillation."})
-    projector_dim: int = field(default=0, metadata={
-        "help": "Train through an MLP projector this wide (0: none), replaced by a linear head fitted on the "
-                "backbone's features at the end: features that keep more than the classes need (new expressions)."})
     teacher_flip_tta: bool = field(default=False, metadata={
         "help": "The teacher answers for each face and its mirror image, averaged (as the app serves a model): "
                 "the student learns to give in one view what the teacher gives in two."})

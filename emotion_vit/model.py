@@ -48,41 +48,6 @@ def _with_image_size(model_type: str, image_size: int, model_config: dict) -> di
     return config
 
 
-class Projector(nn.Sequential):
-    """A training-only head: features -> Linear -> BatchNorm -> GELU -> Linear -> logits. Trained through an
-    expendable projector, a backbone keeps more of what its classes do not need (Wang et al., "Revisiting
-    the transferability of supervised pretraining: an MLP projector is all you need", CVPR 2022; Sariyildiz
-    et al., "No reason for no supervision", ICLR 2023): room for expressions it never saw. `fit_linear_head`
-    replaces it at the end, so the checkpoint stays a plain classifier for `pipeline()`."""
-
-    def __init__(self, in_features: int, width: int, num_labels: int):
-        super().__init__(nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.GELU(), nn.Linear(width, num_labels))
-
-
-def add_projector(model: nn.Module, width: int) -> None:
-    """Put a `Projector` of `width` in place of the model's linear classifier."""
-    classifier = model.classifier
-    model.classifier = Projector(classifier.in_features, width, classifier.out_features)
-
-
-@torch.no_grad()
-def fit_linear_head(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
-                    steps: int = 200) -> None:
-    """Replace the model's head by a linear classifier on its input features, fitted by weighted
-    cross-entropy (full batch, L-BFGS; seconds for FER2013's 28k faces)."""
-    head = nn.Linear(features.shape[1], len(class_weights))
-    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        with torch.enable_grad():
-            loss = nn.functional.cross_entropy(head(features), labels, weight=class_weights)
-            loss.backward()
-        return loss
-    optimizer.step(closure)
-    model.classifier = head
-
-
 def build_image_processor(image_size: int, mean: float = 0.5, std: float = 0.5,
                           face_resolution: int | None = None) -> ViTImageProcessorPil:
     """The processor config saved with every checkpoint: resize, rescale, normalise (equal per channel), and

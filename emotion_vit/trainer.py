@@ -16,7 +16,6 @@ from transformers import AutoModelForImageClassification, Trainer
 
 from .arguments import ModelArguments
 from .metrics import EmotionMetrics, flat_metrics
-from .model import Projector
 from .transforms import BatchMixer
 
 logger = logging.getLogger(__name__)
@@ -123,13 +122,8 @@ class EmotionTrainer(Trainer):
             or not (Path(checkpoint) / "model.safetensors").is_file()
         ):
             return False  # adapters, sharded or distributed checkpoints: the Trainer's own path
-        saved = type(model).from_pretrained(checkpoint, config=model.config).state_dict()
-        if isinstance(getattr(model, "classifier", None), Projector):  # a training-only head: its weights as saved
-            from safetensors.torch import load_file
-            head = {k: v for k, v in load_file(Path(checkpoint) / "model.safetensors").items()
-                    if k.startswith("classifier.")}
-            saved = {k: v for k, v in saved.items() if not k.startswith("classifier.")} | head
-        model.load_state_dict(saved, strict=True)
+        saved = type(model).from_pretrained(checkpoint, config=model.config)
+        model.load_state_dict(saved.state_dict(), strict=True)
         return True
 
 

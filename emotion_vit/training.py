@@ -25,17 +25,10 @@ from .averaging import WeightAverage
 from .card import FLIP_TTA, write_model_card
 from .data import describe, face_resolution, load_emotion_dataset
 from .evaluation import score_split
-from .features import compute_feature_stats, dataset_batches, embeddings, save_feature_stats
+from .features import compute_feature_stats, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
-from .model import (
-    add_projector,
-    build_image_processor,
-    build_model,
-    fit_linear_head,
-    fold_grayscale_into_model,
-    load_emotion_model,
-)
+from .model import build_image_processor, build_model, fold_grayscale_into_model, load_emotion_model
 from .resume import AugmentationState, ChunkBudget, ChunkLog, seed_augmentation
 from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teacher, make_compute_metrics
 from .transforms import (
@@ -73,11 +66,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
                         model_args.model_config, model_args.image_size)
     processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
                                       face_resolution(dataset["train"]))
-    if model_args.projector_dim:
-        add_projector(model, model_args.projector_dim)
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
-    loss_weights = class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting)
-    loss = EmotionLoss(loss_weights, training_args.label_smoothing_factor)
+    loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
+                       training_args.label_smoothing_factor)
     augmentation = augmentation_for(data_args)
     seed_augmentation(augmentation, training_args.seed)
     preprocessing = Preprocessing.from_processor(processor)
@@ -105,26 +96,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if chunk and chunk.stopped_early:
         return {}
 
-    weights = final_weights(trainer, training_args, averaging)
-    if model_args.projector_dim:  # the checkpoint is a plain classifier: a linear head on the backbone's features
-        replace_projector(trainer.model, dataset["train"].with_transform(eval_transform(preprocessing)),
-                          loss_weights)
-    results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe, weights)
+    results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe,
+                                  final_weights(trainer, training_args, averaging))
     if push_to and trainer.is_world_process_zero():
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
-
-
-def replace_projector(model: torch.nn.Module, train_split, weights: torch.Tensor) -> None:
-    """The training-only projector out, a linear head fitted on the backbone's features of the (unaugmented)
-    training faces in."""
-    model.eval()
-    batches = [(embeddings(model, pixels).float(), torch.as_tensor(labels))
-               for pixels, labels in dataset_batches(train_split)]
-    features, ids = torch.cat([f for f, _ in batches]), torch.cat([i for _, i in batches])
-    fit_linear_head(model, features, ids, weights)
-    logger.info("projector replaced by a linear head on %d training faces' features", len(ids))
 
 
 def augmentation_for(data_args: DataArguments):
