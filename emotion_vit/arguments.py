@@ -29,7 +29,8 @@ class ModelArguments:
         default="vit", metadata={"help": "transformers model type for a new model (vit, pvt_v2, deit, ...)."}
     )
     model_config: dict | str | None = field(default=None, metadata={
-        "help": "Config values for a new model (JSON object), e.g. {\"hidden_size\": 192, \"num_hidden_layers\": 6}."})
+        "help": "Config values for a new model (JSON object), e.g. {\"hidden_size\": 192, \"num_hidden_layers\": 6}; "
+                "with model_name_or_path, values that override its config (e.g. {\"drop_path_rate\": 0.1})."})
     image_size: int = field(
         default=48, metadata={"help": "Input resolution; faces are resized to image_size x image_size."}
     )

@@ -29,12 +29,13 @@ LUMA = (0.299, 0.587, 0.114)
 
 def build_model(labels: tuple[str, ...] = EMOTIONS, model_name_or_path: str | None = None,
                 model_type: str = "vit", model_config: dict | None = None, image_size: int = 48):
-    """A classifier for `labels`: pretrained from `model_name_or_path`, else new from `model_config`."""
+    """A classifier for `labels`: pretrained from `model_name_or_path` (`model_config` overriding its config's
+    values, such as drop_path_rate), else new from `model_config`."""
     id2label, label2id = label_maps(labels)
     if model_name_or_path:
         return AutoModelForImageClassification.from_pretrained(
             model_name_or_path, num_labels=len(labels), id2label=id2label, label2id=label2id,
-            ignore_mismatched_sizes=True)  # the pretrained head has other classes
+            ignore_mismatched_sizes=True, **(model_config or {}))  # the pretrained head has other classes
     config = AutoConfig.for_model(model_type, num_labels=len(labels), id2label=id2label, label2id=label2id,
                                   **_with_image_size(model_type, image_size, model_config or {}))
     return AutoModelForImageClassification.from_config(config)

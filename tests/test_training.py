@@ -247,6 +247,14 @@ def test_checkpoint_reload_restores_every_weight(tmp_path):
         assert torch.equal(tensor, fresh.state_dict()[name]), name
 
 
+def test_model_config_overrides_a_pretrained_models_config(tmp_path):
+    """A fine-tune can change what the checkpoint's config fixes at construction, e.g. stochastic depth."""
+    build_model(model_type="vit", model_config=TINY_VIT).save_pretrained(tmp_path)
+    tuned = build_model(model_name_or_path=str(tmp_path), model_config={"hidden_dropout_prob": 0.2})
+    assert tuned.config.hidden_dropout_prob == 0.2
+    assert build_model(model_name_or_path=str(tmp_path)).config.hidden_dropout_prob == 0.0  # as saved
+
+
 def test_grayscale_fold_makes_colour_input_equal_its_luminance():
     torch.manual_seed(0)
     model = build_model(model_type="vit", model_config=TINY_VIT).eval()
