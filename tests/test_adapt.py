@@ -165,6 +165,17 @@ def test_reference_folders_with_faces_bad_files_and_variants(tmp_path):
     assert "no_face.png: no face found" in skipped and "broken.jpg" in skipped and "notes.txt" in skipped
 
 
+def test_a_face_sized_reference_is_taken_whole_without_detection():
+    """A 48x48 data-set face is a crop already; the detector would miss some of them even enlarged."""
+    detector = create_detector("retinaface")
+    face = np.asarray(pattern_face(3, 11).convert("RGB").resize((48, 48)))  # no face a detector would find
+    assert not find_faces(detector, face)
+    refs = References()
+    assert refs.add_image(face, "happy", "face.png", detector)
+    np.testing.assert_array_equal(refs.crops[0], face)
+    assert not refs.add_image(np.full((120, 120, 3), 255, np.uint8), "happy", "blank.png", detector)  # searched
+
+
 def test_references_are_cut_as_the_app_cuts_faces_aligned_or_not():
     detector = create_detector("retinaface")
     tilted = np.asarray(Image.open(ASTRONAUT).convert("RGB").rotate(20, resample=Image.BILINEAR))
