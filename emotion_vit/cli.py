@@ -190,6 +190,7 @@ def adapt_command(argv: list[str]) -> None:
         load_references,
         save_adapter,
     )
+    from emotion_vit.crop import ALIGN_FACES
     from emotion_vit.detect import create_detector
     from emotion_vit.flags import add_flags, from_flags
     from emotion_vit.model import load_emotion_model
@@ -203,8 +204,9 @@ def adapt_command(argv: list[str]) -> None:
     parser.add_argument("--name", required=True, help="Adapter name.")
     parser.add_argument("--adapters-dir", default="adapters", help="Where adapters are saved (default: %(default)s).")
     parser.add_argument("--already-cropped", action="store_true", help="References are face crops: skip detection.")
-    parser.add_argument("--align", action="store_true",
-                        help="Cut the references aligned by the eyes, as an app run with --align cuts faces.")
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=ALIGN_FACES,
+                        help="Cut the references aligned by the eyes or not, as the app that uses the adapter "
+                             "cuts faces (default: %(default)s, the app's).")
     add_flags(parser, AdaptOptions, "how the adapter is built")
     args = parser.parse_args(argv)
     try:
