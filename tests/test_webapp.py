@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,6 +101,20 @@ def test_the_face_taken_from_each_reference_is_shown_with_its_source(service):
     crop, caption = gallery[0]
     assert caption == "happy: astronaut.jpg" and crop.shape[0] < 400  # the face, not the whole photo
     assert reference_gallery(References()) == []
+
+
+def test_references_follow_the_visitors_alignment_and_detector(service, tmp_path):
+    """The Personalize tab cuts a reference as the visitor's live view cuts faces (Settings), not as the server's
+    defaults do; a detector the app does not have is refused in words."""
+    tilted = tmp_path / "tilted.png"
+    Image.open(ASTRONAUT).convert("RGB").rotate(20, resample=Image.BILINEAR).save(tilted)
+    crops = {align: add_references(service, [str(tilted)], None, "happy", None, "retinaface", align)[2][0][0]
+             for align in (False, True)}
+    assert not np.array_equal(crops[False], crops[True])
+    default = add_references(service, [str(tilted)], None, "happy", None)[2][0][0]
+    np.testing.assert_array_equal(default, crops[service.settings.align])
+    with pytest.raises(gr.Error, match="Unknown detector; choose one of retinaface, yunet"):
+        add_references(service, [str(tilted)], None, "happy", None, "../../etc/passwd", True)
 
 
 def test_labels_are_readable_on_small_faces_in_large_photos():

@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..adapt import AdaptError, References, check_lines, label_name
+from ..detect import DETECTOR_BACKENDS
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from .controls import INFERENCE, Controls, adapter_lists
@@ -32,9 +33,15 @@ def reference_gallery(refs: References) -> list[tuple]:
 
 
 def add_references(service: EmotionService, files=None, capture=None, label: str | None = None,
-                   refs: References | None = None):
-    """Add the largest face of each photo (and of a webcam capture) under `label`; either may be left out."""
+                   refs: References | None = None, detector: str | None = None, align: bool | None = None):
+    """Add the largest face of each photo (and of a webcam capture) under `label`; either may be left out.
+    Faces are found and cut with the visitor's detector and alignment (Settings), so a reference is cut
+    as the live view will cut the faces it is to recognise; None: the server's."""
     settings = service.settings
+    detector = settings.detector if detector is None else detector
+    if detector not in DETECTOR_BACKENDS:
+        raise refuse(f"Unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}.")
+    align = settings.align if align is None else bool(align)
     refs = refs or References()
     label = label.strip() if isinstance(label, str) else ""
     if not label:
@@ -55,8 +62,8 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
         raise refuse("Add one or more photos, or capture one with the webcam.")
     if len(refs.crops) + len(images) > settings.max_references:
         raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
-    found = sum(refs.add_image(image, label, name, service.detector(settings.detector), settings.geometry,
-                               settings.align) for name, image in images)
+    found = sum(refs.add_image(image, label, name, service.detector(detector), settings.geometry, align)
+                for name, image in images)
     if not found:
         gr.Warning("No face found in these images.")
     return refs, reference_summary(refs), reference_gallery(refs)
@@ -132,7 +139,8 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
     # Every step shows its progress, and an error's badge, on the Result line, which the next step
     # resets: a badge left on the reference list after a failed step outlived the next success.
     status = {"show_progress_on": result}
-    add_button.click(partial(add_references, service), [files, capture, label, refs], [refs, summary, gallery],
+    add_button.click(partial(add_references, service), [files, capture, label, refs, controls.detector, controls.align],
+                     [refs, summary, gallery],
                      api_name="add_references", concurrency_id=INFERENCE, **status
                      ).success(lambda: (None, None, ""), None, [files, capture, result], api_visibility="private")
     clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references", **status)
