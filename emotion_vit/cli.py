@@ -128,9 +128,12 @@ def evaluate_command(argv: list[str]) -> None:
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
     parser.add_argument("--flip-tta", action="store_true", help="Average each face's prediction with its mirror image.")
+    parser.add_argument("--exclude-labels", nargs="*", default=[],
+                        help="Classes to leave out of the data (a model trained without them, --exclude_labels).")
     args = parser.parse_args(argv)
-    results = evaluate_model(args.model, args.data, args.split, args.batch_size,
-                             DataOptions(skip_bad_images=args.skip_bad_images), args.output_dir, args.flip_tta)
+    options = DataOptions(skip_bad_images=args.skip_bad_images, exclude_labels=args.exclude_labels)
+    results = evaluate_model(args.model, args.data, args.split, args.batch_size, options, args.output_dir,
+                             args.flip_tta)
     print(format_results(results))
 
 

@@ -120,6 +120,14 @@ def test_evaluation_function_and_command(trained, learnable_zip):
     assert (output_dir / "eval" / "confusion_matrix_validation.png").is_file()
     missing = subprocess.run(command[:-2] + ["--split", "test"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "split 'test' not in" in missing.stderr
+    # A held-out-class model is scored on the classes it has: the excluded ones leave the data.
+    held_out = subprocess.run(command[:-1] + [str(output_dir / "held-out"), "--exclude-labels", "surprise", "disgust"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert held_out.returncode == 0, held_out.stderr[-2000:]
+    saved = json.loads((output_dir / "held-out" / "eval_validation.json").read_text())
+    confusion = np.asarray(saved["confusion_matrix"])
+    surprise, disgust = EMOTIONS.index("surprise"), EMOTIONS.index("disgust")
+    assert confusion[[surprise, disgust]].sum() == 0 and 0 < confusion.sum() < 56
 
 
 def test_card_reports_one_view_and_flip_tta_each_with_its_command(trained, learnable_zip):
