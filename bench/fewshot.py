@@ -32,6 +32,7 @@ from rooms import ROOMS, in_room, predict
 
 from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter
 from emotion_vit.data import load_emotion_dataset
+from emotion_vit.flags import add_flags, from_flags
 from emotion_vit.model import EmotionModel, load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
 
@@ -241,13 +242,12 @@ def main() -> None:
                         choices=["new", "weak", "room", "time"])
     parser.add_argument("--rooms", nargs="+", default=["fer2013"], choices=list(ROOMS),
                         help="Cameras of part c (see above).")
-    parser.add_argument("--head-folds", type=int, default=AdaptOptions.head_folds,
-                        help="head: folds to choose its strength on (0: the whole update, as before 2026-12-05).")
-    parser.add_argument("--false-positive-rate", type=float, default=AdaptOptions.false_positive_rate,
-                        help="prototype: the share of other classes' faces a gate may take.")
     parser.add_argument("--json", help="Also write every draw's numbers here.")
+    # Every adapter option of `train.py adapt` (--head-folds, --false-positive-rate, --distillation-weight, ...);
+    # the method comes from --methods and the seed from each draw.
+    add_flags(parser, AdaptOptions, "adapter options", skip=("method", "seed"))
     args = parser.parse_args()
-    args.options = AdaptOptions(head_folds=args.head_folds, false_positive_rate=args.false_positive_rate)
+    args.options = from_flags(AdaptOptions, args)
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
     data = load_emotion_dataset(args.data)
