@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_det
 from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fer2013"
 MODEL_ENV = "EMOTION_VIT_MODEL"
@@ -98,6 +101,10 @@ class AppSettings:
         return self.bf16 == "on" or (self.bf16 == "auto" and cpu_has_native_bf16())
 
 
+class DetectorUnavailable(ValueError):
+    """A face detector whose model this server cannot load (YuNet's file missing, no internet to fetch it)."""
+
+
 class EmotionService:
     """The model and the detectors, loaded once and shared by all sessions."""
 
@@ -107,6 +114,7 @@ class EmotionService:
         self.model.flip_tta = settings.flip_tta
         self.model.bf16 = settings.classify_in_bf16()
         self._detectors: dict[str, FaceDetector] = {}
+        self._unavailable: set[str] = set()  # detectors whose model could not be loaded
         self._adapted: OrderedDict[str, EmotionModel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self.detector(settings.detector)  # fail at start-up, not on the first frame
@@ -195,10 +203,21 @@ class EmotionService:
             shutil.rmtree(folder / name)
 
     def detector(self, name: str) -> FaceDetector:
+        """The detector `name`, loaded on first use. One whose model cannot be had (YuNet's file missing and
+        no internet) is DetectorUnavailable, in words for a visitor, from then on without trying again:
+        the details go to the log, and no request waits on a download that failed once."""
         with self._lock:
+            if name in self._unavailable:
+                raise DetectorUnavailable(f"The {name} face detector is not available on this server; choose another.")
             if name not in self._detectors:
                 model_path = self.settings.yunet_model if name == "yunet" else None
-                self._detectors[name] = create_detector(name, model_path=model_path)
+                try:
+                    self._detectors[name] = create_detector(name, model_path=model_path)
+                except (OSError, RuntimeError) as error:
+                    logger.error("the %s face detector cannot be loaded: %s", name, error)
+                    self._unavailable.add(name)
+                    raise DetectorUnavailable(
+                        f"The {name} face detector is not available on this server; choose another.") from None
             return self._detectors[name]
 
     def analyze(self, image, *, detector: str | None = None, score_threshold: float | None = None,

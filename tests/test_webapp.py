@@ -117,6 +117,27 @@ def test_references_follow_the_visitors_alignment_and_detector(service, tmp_path
         add_references(service, [str(tilted)], None, "happy", None, "../../etc/passwd", True)
 
 
+def test_a_detector_the_server_cannot_load_is_refused_in_words(tmp_path, monkeypatch):
+    """YuNet without its model file (and no internet): the Photo and Personalize tabs say so in a sentence,
+    with no path or URL, and later requests do not try to load it again."""
+    from emotion_vit import service as service_module
+    loads = []
+    real_create = service_module.create_detector
+    monkeypatch.setattr(service_module, "create_detector",
+                        lambda name, **kwargs: loads.append(name) or real_create(name, **kwargs))
+    missing = tmp_path / "secret-folder" / "yunet.onnx"
+    service = EmotionService(AppSettings(yunet_model=str(missing)))
+    for _ in range(2):
+        with pytest.raises(gr.Error) as refused:
+            photo_step(service, str(ASTRONAUT), "yunet", 0.6, False, "none", "")
+        assert "yunet face detector is not available on this server" in str(refused.value)
+        assert "secret-folder" not in str(refused.value)
+    with pytest.raises(gr.Error, match="not available on this server"):
+        add_references(service, [str(ASTRONAUT)], None, "happy", None, "yunet", False)
+    assert photo_step(service, str(ASTRONAUT), "retinaface", 0.6, False, "none", "")[1]  # the other still serves
+    assert loads.count("yunet") == 1
+
+
 def test_labels_are_readable_on_small_faces_in_large_photos():
     photo = np.zeros((3000, 4000, 3), np.uint8)
     face = FaceEmotion(box=(100.0, 300.0, 140.0, 340.0), score=0.9, label="happy",

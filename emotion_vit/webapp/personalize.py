@@ -62,8 +62,11 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
         raise refuse("Add one or more photos, or capture one with the webcam.")
     if len(refs.crops) + len(images) > settings.max_references:
         raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
-    found = sum(refs.add_image(image, label, name, service.detector(detector), settings.geometry, align)
-                for name, image in images)
+    try:
+        face_detector = service.detector(detector)
+    except ValueError as error:  # a detector this server cannot load
+        raise refuse(str(error)) from None
+    found = sum(refs.add_image(image, label, name, face_detector, settings.geometry, align) for name, image in images)
     if not found:
         gr.Warning("No face found in these images.")
     return refs, reference_summary(refs), reference_gallery(refs)
