@@ -19,7 +19,7 @@ from emotion_vit.mood import MoodTimeline
 from emotion_vit.pipeline import FaceEmotion
 from emotion_vit.report import write_session_report
 from emotion_vit.service import AppSettings, EmotionService
-from emotion_vit.webapp.live import live_step, reset_live, session_report
+from emotion_vit.webapp.live import FRAME_FAULT, live_step, reset_live, session_report
 from emotion_vit.webapp.personalize import add_references, reference_gallery
 from emotion_vit.webapp.photo import photo_step
 
@@ -80,6 +80,14 @@ def test_live_step_answers_with_the_largest_face_named_and_the_speed(service):
     for bad_frame, detector in ((np.zeros((5, 5, 7), np.uint8), "retinaface"), (frame, "haar")):
         skipped = live_step(service, bad_frame, session, detector, *inputs[1:])  # a bad frame or setting
         assert skipped[-1] is session and skipped[0] is not None  # the stream goes on, the picture unchanged
+    def fault(*args, **kwargs):
+        raise RuntimeError("/srv/secret/model.bin: kernel failed")
+    service.analyze, real_analyze = fault, service.analyze  # a server fault, not the visitor's input
+    try:
+        live_step(service, frame, session, *inputs)
+    finally:
+        service.analyze = real_analyze
+    assert session.last_error == FRAME_FAULT  # said without the fault's text
     cleared = reset_live(service, "none", "")
     assert cleared[1]["label"] == "Largest face" and not cleared[-1].mood.seconds
 

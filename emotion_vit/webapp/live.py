@@ -28,6 +28,8 @@ PLOT_WINDOW_S = 300  # the live plot's last minutes; the session report has the 
 SUMMARY_EVERY_S = 1.0  # the plot, the class's current mood and the speed change slowly: redrawn once a second
 
 
+FRAME_FAULT = "A frame could not be analysed and was skipped; the stream goes on."
+
 @dataclass
 class LiveSession:
     """One viewer's live state: face tracks with smoothing, the mood timeline, speed, pacing."""
@@ -39,10 +41,13 @@ class LiveSession:
     last_error: str | None = None
     frame_times: deque = field(default_factory=lambda: deque(maxlen=50))  # monotonic time of answered frames
 
-    def warn_once(self, message: str) -> None:
-        """Show a problem once (a toast per frame would flood the page), and log it."""
+    def warn_once(self, error: Exception) -> None:
+        """Show a problem once (a toast per frame would flood the page), and log it. A refusal (ValueError:
+        a bad frame or setting) is a sentence for the visitor; anything else is a fault whose text may hold
+        internals, so the visitor is told only that the frame was skipped and the log gets the traceback."""
+        message = str(error) if isinstance(error, ValueError) else FRAME_FAULT
         if message != self.last_error:
-            logger.warning("live frame skipped: %s", message)
+            logger.warning("live frame skipped: %s", message, exc_info=not isinstance(error, ValueError))
             gr.Warning(message)
             self.last_error = message
 
@@ -72,7 +77,7 @@ def live_step(service: EmotionService, frame, session: LiveSession | None, detec
                                    tracker=session.tracker, live=True, adapter=adapter, key=key)
     except Exception as error:  # a bad frame or setting must never end the stream
         session = session or new_session(service)
-        session.warn_once(str(error))
+        session.warn_once(error)
         return *unchanged, session
     session.last_error = None
     session.frame_times.append(time.monotonic())
