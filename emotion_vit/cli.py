@@ -115,6 +115,11 @@ def app_command(argv: list[str]) -> None:
            queue_size=args.queue_size)
 
 
+def add_exclude_labels_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exclude-labels", nargs="*", default=[], help=(
+        "Classes to leave out of the data: those a held-out-class model was trained without (--exclude_labels)."))
+
+
 def evaluate_command(argv: list[str]) -> None:
     from emotion_vit.data import DataOptions
     from emotion_vit.evaluation import evaluate_model, format_results
@@ -128,8 +133,7 @@ def evaluate_command(argv: list[str]) -> None:
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
     parser.add_argument("--flip-tta", action="store_true", help="Average each face's prediction with its mirror image.")
-    parser.add_argument("--exclude-labels", nargs="*", default=[],
-                        help="Classes to leave out of the data (a model trained without them, --exclude_labels).")
+    add_exclude_labels_flag(parser)
     args = parser.parse_args(argv)
     options = DataOptions(skip_bad_images=args.skip_bad_images, exclude_labels=args.exclude_labels)
     results = evaluate_model(args.model, args.data, args.split, args.batch_size, options, args.output_dir,
@@ -242,7 +246,7 @@ def feature_stats_command(argv: list[str]) -> None:
         "models trained elsewhere."))
     parser.add_argument("--model", required=True, help="Model folder.")
     parser.add_argument("--data", required=True, help="The model's training data (any supported source).")
-    parser.add_argument("--exclude-labels", nargs="*", default=[], help="Classes the model was trained without.")
+    add_exclude_labels_flag(parser)
     args = parser.parse_args(argv)
     model = load_emotion_model(args.model)
     split = load_emotion_dataset(args.data, DataOptions(exclude_labels=args.exclude_labels))["train"]

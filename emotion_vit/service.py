@@ -207,17 +207,15 @@ class EmotionService:
         no internet) is DetectorUnavailable, in words for a visitor, from then on without trying again:
         the details go to the log, and no request waits on a download that failed once."""
         with self._lock:
-            if name in self._unavailable:
-                raise DetectorUnavailable(f"The {name} face detector is not available on this server; choose another.")
-            if name not in self._detectors:
+            if name not in self._detectors and name not in self._unavailable:
                 model_path = self.settings.yunet_model if name == "yunet" else None
                 try:
                     self._detectors[name] = create_detector(name, model_path=model_path)
                 except (OSError, RuntimeError) as error:
                     logger.error("the %s face detector cannot be loaded: %s", name, error)
                     self._unavailable.add(name)
-                    raise DetectorUnavailable(
-                        f"The {name} face detector is not available on this server; choose another.") from None
+            if name in self._unavailable:
+                raise DetectorUnavailable(f"The {name} face detector is not available on this server; choose another.")
             return self._detectors[name]
 
     def analyze(self, image, *, detector: str | None = None, score_threshold: float | None = None,

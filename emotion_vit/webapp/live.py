@@ -26,9 +26,8 @@ from .uploads import UploadedImage, refuse
 logger = logging.getLogger(__name__)
 PLOT_WINDOW_S = 300  # the live plot's last minutes; the session report has the whole session
 SUMMARY_EVERY_S = 1.0  # the plot, the class's current mood and the speed change slowly: redrawn once a second
+FRAME_FAULT = "A frame could not be analysed and was skipped; the stream goes on."  # a fault's text stays in the log
 
-
-FRAME_FAULT = "A frame could not be analysed and was skipped; the stream goes on."
 
 @dataclass
 class LiveSession:
@@ -45,9 +44,10 @@ class LiveSession:
         """Show a problem once (a toast per frame would flood the page), and log it. A refusal (ValueError:
         a bad frame or setting) is a sentence for the visitor; anything else is a fault whose text may hold
         internals, so the visitor is told only that the frame was skipped and the log gets the traceback."""
-        message = str(error) if isinstance(error, ValueError) else FRAME_FAULT
+        refusal = isinstance(error, ValueError)
+        message = str(error) if refusal else FRAME_FAULT
         if message != self.last_error:
-            logger.warning("live frame skipped: %s", message, exc_info=not isinstance(error, ValueError))
+            logger.warning("live frame skipped: %s", message, exc_info=not refusal)
             gr.Warning(message)
             self.last_error = message
 
