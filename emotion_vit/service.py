@@ -206,6 +206,8 @@ class EmotionService:
         """The detector `name`, loaded on first use. One whose model cannot be had (YuNet's file missing and
         no internet) is DetectorUnavailable, in words for a visitor, from then on without trying again:
         the details go to the log, and no request waits on a download that failed once."""
+        if name not in DETECTOR_BACKENDS:  # a visitor's choice: a path or a typo is refused, never looked up
+            raise ValueError(f"Unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}.")
         with self._lock:
             if name not in self._detectors and name not in self._unavailable:
                 model_path = self.settings.yunet_model if name == "yunet" else None

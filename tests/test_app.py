@@ -57,7 +57,7 @@ def test_analyze_a_face_photo(client):
 def test_threshold_and_detector_parameters(client):
     strict = client.predict(handle_file(str(ASTRONAUT)), score_threshold=0.99, api_name="/analyze")
     assert len(strict["faces"]) == 1 and strict["faces"][0]["score"] >= 0.99  # RetinaFace gives this face 0.9995
-    with pytest.raises(Exception, match="unknown detector"):
+    with pytest.raises(Exception, match="Unknown detector; choose one of retinaface, yunet"):
         client.predict(handle_file(str(ASTRONAUT)), detector="haar", api_name="/analyze")
 
 

@@ -209,7 +209,7 @@ def test_threshold_zero_is_honoured_and_nonsense_is_refused(client):
     for bad in ("abc", -0.1, 1.5, [0.5]):
         with pytest.raises(Exception, match="score_threshold must be a number from 0 to 1"):
             client.predict(handle_file(str(ASTRONAUT)), score_threshold=bad, api_name="/analyze")
-    with pytest.raises(Exception, match="unknown detector; choose one of"):
+    with pytest.raises(Exception, match="Unknown detector; choose one of retinaface, yunet"):
         client.predict(handle_file(str(ASTRONAUT)), detector="<script>", api_name="/analyze")
     with pytest.raises(Exception, match="adapter must be"):
         client.predict(handle_file(str(ASTRONAUT)), adapter=3, api_name="/analyze")

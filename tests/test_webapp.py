@@ -123,6 +123,8 @@ def test_references_follow_the_visitors_alignment_and_detector(service, tmp_path
     np.testing.assert_array_equal(default, crops[service.settings.align])
     with pytest.raises(gr.Error, match="Unknown detector; choose one of retinaface, yunet"):
         add_references(service, [str(tilted)], None, "happy", None, "../../etc/passwd", True)
+    with pytest.raises(gr.Error, match="align must be true or false"):  # a raw client's text is not a boolean
+        add_references(service, [str(tilted)], None, "happy", None, "retinaface", "false")
 
 
 def test_a_detector_the_server_cannot_load_is_refused_in_words(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..detect import DETECTOR_BACKENDS
 from ..images import read_image
 from ..service import NO_ADAPTER, EmotionService
 from .controls import INFERENCE
@@ -43,8 +42,6 @@ class Api:
         path = uploaded_file(image)
         settings = self.service.settings
         detector = settings.detector if detector is None else detector
-        if detector not in DETECTOR_BACKENDS:
-            raise refuse(f"unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}")
         if not isinstance(adapter, str) or not isinstance(key, str):
             raise refuse("adapter must be an adapter's name, or \"none\"; key a text.")
         threshold = score_threshold_value(settings.score_threshold if score_threshold is None else score_threshold)

@@ -12,7 +12,6 @@ from pathlib import Path
 import gradio as gr
 
 from ..adapt import AdaptError, References, check_lines, label_name
-from ..detect import DETECTOR_BACKENDS
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from .controls import INFERENCE, Controls, adapter_lists
@@ -38,10 +37,9 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
     Faces are found and cut with the visitor's detector and alignment (Settings), so a reference is cut
     as the live view will cut the faces it is to recognise; None: the server's."""
     settings = service.settings
-    detector = settings.detector if detector is None else detector
-    if detector not in DETECTOR_BACKENDS:
-        raise refuse(f"Unknown detector; choose one of {', '.join(DETECTOR_BACKENDS)}.")
-    align = settings.align if align is None else bool(align)
+    if align is not None and not isinstance(align, bool):  # a raw client's "false" is not a boolean
+        raise refuse("align must be true or false.")
+    align = settings.align if align is None else align
     refs = refs or References()
     label = label.strip() if isinstance(label, str) else ""
     if not label:
@@ -63,8 +61,8 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
     if len(refs.crops) + len(images) > settings.max_references:
         raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
     try:
-        face_detector = service.detector(detector)
-    except ValueError as error:  # a detector this server cannot load
+        face_detector = service.detector(settings.detector if detector is None else detector)
+    except ValueError as error:  # an unknown detector, or one this server cannot load
         raise refuse(str(error)) from None
     found = sum(refs.add_image(image, label, name, face_detector, settings.geometry, align) for name, image in images)
     if not found:
