@@ -13,6 +13,8 @@ from transformers import TrainingArguments
 
 from .data import DataOptions
 
+MASKED_IMAGE_MODELING = "masked_image_modeling"  # the objective of emotion_vit/pretraining.py
+
 
 @dataclass
 class ModelArguments:
@@ -36,6 +38,13 @@ class ModelArguments:
     )
     image_mean: float = field(default=0.5, metadata={"help": "Normalisation mean (same for all channels)."})
     image_std: float = field(default=0.5, metadata={"help": "Normalisation std (same for all channels)."})
+    objective: str = field(default="classification", metadata={
+        "help": f"classification: learn the labels; {MASKED_IMAGE_MODELING}: pretrain the backbone without labels "
+                "(SimMIM; emotion_vit/pretraining.py), a starting point for a classification recipe.",
+        "choices": ["classification", MASKED_IMAGE_MODELING]})
+    mask_ratio: float = field(default=0.6, metadata={"help": "masked_image_modeling: share of the image masked."})
+    mask_unit: int = field(default=8, metadata={
+        "help": "masked_image_modeling: side of a masked square, in pixels of the model's input."})
     teacher_model: str | None = field(default=None, metadata={
         "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style."})
     distillation: str = field(

@@ -67,14 +67,16 @@ def train_script(argv: list[str]) -> None:
 
 
 def train_command(argv: list[str]) -> None:
+    from emotion_vit.arguments import MASKED_IMAGE_MODELING
     from emotion_vit.config import parse_training_args, training_parser
+    from emotion_vit.pretraining import pretrain
     from emotion_vit.training import train
 
     if argv in (["-h"], ["--help"]):
         training_parser().print_help()
         return
     model_args, data_args, training_args, recipe = parse_training_args(argv)
-    train(model_args, data_args, training_args, recipe)
+    (pretrain if model_args.objective == MASKED_IMAGE_MODELING else train)(model_args, data_args, training_args, recipe)
 
 
 def app_parser() -> argparse.ArgumentParser:

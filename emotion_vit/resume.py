@@ -96,13 +96,15 @@ class ChunkLog(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        evaluations = [entry for entry in state.log_history if "eval_accuracy" in entry]
+        evaluations = [entry for entry in state.log_history if "eval_loss" in entry]
+        last = evaluations[-1] if evaluations else {}
         line = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "hours": round((time.time() - self.started) / 3600, 3),
             "epochs": [round(self.first_epoch, 2), round(state.epoch or 0.0, 2), args.num_train_epochs],
             "steps": [self.first_step, state.global_step, state.max_steps],
-            "eval_accuracy": evaluations[-1]["eval_accuracy"] if evaluations else None,
+            "eval_accuracy": last.get("eval_accuracy"),
+            "eval_loss": last.get("eval_loss"),  # a pretraining run's only score
             "best_metric": state.best_metric,
             "best_checkpoint": state.best_model_checkpoint,
         }

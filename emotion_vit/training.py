@@ -69,15 +69,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
                        training_args.label_smoothing_factor)
-    augmentation = augmentation_for(data_args)
-    seed_augmentation(augmentation, training_args.seed)
-    preprocessing = Preprocessing.from_processor(processor)
-    dataset["train"].set_transform(train_transform(preprocessing, augmentation))
-    for split in ("validation", "test"):
-        if split in dataset:
-            dataset[split].set_transform(eval_transform(preprocessing))
-
-    augmentation_state = AugmentationState(augmentation)
+    augmentation_state = set_face_transforms(dataset, processor, data_args, training_args.seed)
     chunk = ChunkBudget(training_args.chunk_hours) if getattr(training_args, "chunk_hours", None) else None
     averaging = WeightAverage(model, n) if (n := getattr(training_args, "average_last_epochs", None)) else None
     trainer = EmotionTrainer(
@@ -102,6 +94,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
+
+
+def set_face_transforms(dataset: DatasetDict, processor, data_args: DataArguments, seed: int) -> AugmentationState:
+    """Augment the training faces (seeded) and preprocess every split as the saved processor will; returns the
+    augmentation's state, which checkpoints keep."""
+    augmentation = augmentation_for(data_args)
+    seed_augmentation(augmentation, seed)
+    preprocessing = Preprocessing.from_processor(processor)
+    dataset["train"].set_transform(train_transform(preprocessing, augmentation))
+    for split in ("validation", "test"):
+        if split in dataset:
+            dataset[split].set_transform(eval_transform(preprocessing))
+    return AugmentationState(augmentation)
 
 
 def augmentation_for(data_args: DataArguments):
