@@ -7,6 +7,7 @@ output masked.
     python bench/fewshot_ceiling.py --model models/emotion-vit-fer2013 --directions cosine whitened
     python bench/fewshot_ceiling.py --model runs/fer2013-pvt-no-surprise \\
         --features final stage3 stage3-grid --directions cosine whitened nearest logistic
+    python bench/fewshot_ceiling.py --model runs/fer2013-pvt-no-surprise --ks 5 100 10000 --draws 1  # 10000: all
 
 The first is bench/fewshot.py's new-class experiment (same draws of Training references, same
 calibration: 2% of real faces of the other classes pass). The second is not a valid few-shot result:
@@ -162,6 +163,9 @@ def main() -> None:
                         help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help=(
+        "references per draw; a k beyond the class's Training faces takes them all: with every one of them the "
+        "gate shows what the features carry of the class, whatever few-shot estimation loses"))
     parser.add_argument("--false-positive-rate", type=float, default=AdaptOptions.false_positive_rate,
                         help="the share of the bank's faces (other classes) a gate lets through")
     args = parser.parse_args()
@@ -201,10 +205,10 @@ def main() -> None:
             bank = features_of(model, model.preprocessing(bank_faces), feature_kind)
             bank_ids = torch.as_tensor(train_labels[bank_picks])
         augment = training_augmentation(options.augmentation_strength, options.seed)
-        for k in (1, 5, 10):
+        for k in args.ks:
             recalls, others_after = {d: [] for d in args.directions}, {d: [] for d in args.directions}
             for draw in range(args.draws):  # the draws of bench/fewshot.py
-                picks = np.random.default_rng(1000 * k + draw).choice(pool, k, replace=False)
+                picks = np.random.default_rng(1000 * k + draw).choice(pool, min(k, len(pool)), replace=False)
                 views = features_of(model, label_views([model.preprocessing.gray(train_faces[i]) for i in picks],
                                                        options.views_per_label, model.preprocessing, augment),
                                     feature_kind)
