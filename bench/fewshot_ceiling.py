@@ -27,8 +27,10 @@ class. Levers:
 - `--features`: the classifier's input (final, shipped), or an earlier stage of the backbone, pooled
   (stage3) or kept as its spatial grid (stage3-grid, stage4-grid): a backbone trained without the
   class may have discarded it by its last layer but not before.
-With `--features final`, the bank is the model's shipped feature bank; otherwise 256 Training faces
-per class are drawn (seeded) and embedded the same way.
+- `--gate-model`: the gate reads another model's features (one that was never taught the base classes'
+  boundaries, such as a backbone pretrained by masked-image modelling), the base model answers the rest.
+With `--features final`, the bank is the model's shipped feature bank; otherwise (or with `--gate-model`)
+256 Training faces per class are drawn (seeded) and embedded the same way.
 """
 
 from __future__ import annotations
@@ -163,6 +165,9 @@ def main() -> None:
                         help="the gate's score (cosine: the shipped prototype)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
+    parser.add_argument("--gate-model", help=(
+        "another model whose features the gate reads (e.g. a backbone pretrained without labels, "
+        "train.py --objective masked_image_modeling), while --model answers for every face the gate does not take"))
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help=(
         "references per draw; a k beyond the class's Training faces takes them all: with every one of them the "
         "gate shows what the features carry of the class, whatever few-shot estimation loses"))
@@ -172,6 +177,7 @@ def main() -> None:
     set_inference_threads()
     print(f"machine: {machine_line()}", flush=True)
     model = load_emotion_model(args.model)
+    reader = load_emotion_model(args.gate_model) if args.gate_model else model  # whose features the gate reads
     data = load_emotion_dataset(args.data)
     test_faces, test_labels, names = split_arrays(data["validation"])
     train_faces, train_labels, _ = split_arrays(data["train"])
@@ -195,22 +201,22 @@ def main() -> None:
     bank_faces = [train_faces[i] for i in bank_picks]
     rows = []
     for feature_kind in args.features:
-        test = features_of(model, model.preprocessing(test_faces), feature_kind)
-        if feature_kind == "final":  # the model's shipped bank, as the adapters calibrate
+        test = features_of(reader, reader.preprocessing(test_faces), feature_kind)
+        if feature_kind == "final" and reader is model:  # the model's shipped bank, as the adapters calibrate
             stats = load_feature_stats(model)
             in_bank = torch.isin(stats["bank_labels"], torch.tensor(kept))
             bank = F.normalize(stats["bank_features"].float(), dim=-1)[in_bank]
             bank_ids = stats["bank_labels"][in_bank]
         else:
-            bank = features_of(model, model.preprocessing(bank_faces), feature_kind)
+            bank = features_of(reader, reader.preprocessing(bank_faces), feature_kind)
             bank_ids = torch.as_tensor(train_labels[bank_picks])
         augment = training_augmentation(options.augmentation_strength, options.seed)
         for k in args.ks:
             recalls, others_after = {d: [] for d in args.directions}, {d: [] for d in args.directions}
             for draw in range(args.draws):  # the draws of bench/fewshot.py
                 picks = np.random.default_rng(1000 * k + draw).choice(pool, min(k, len(pool)), replace=False)
-                views = features_of(model, label_views([model.preprocessing.gray(train_faces[i]) for i in picks],
-                                                       options.views_per_label, model.preprocessing, augment),
+                views = features_of(reader, label_views([reader.preprocessing.gray(train_faces[i]) for i in picks],
+                                                        options.views_per_label, reader.preprocessing, augment),
                                     feature_kind)
                 for kind in args.directions:
                     if kind in ADAPTER_DIRECTIONS:
