@@ -24,14 +24,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from .arguments import DataArguments, ModelArguments
-from .data import face_resolution
-from .model import build_image_processor, build_model
-from .resume import ChunkBudget, ChunkLog
+from .resume import ChunkLog
 from .trainer import collate
-from .training import load_training_data, resume_point, set_face_transforms
+from .training import chunk_budget, set_face_transforms, start_run, train_from_last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -96,29 +94,15 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     """Pretrain the recipe's backbone by masked-image modelling and write it as a classifier folder (head untrained).
     Chunks and resume work as for `training.train`; returns the last validation reconstruction loss ({} when a
     chunk stops early)."""
-    if not data_args.data:
-        raise ValueError("no data given: set data in the config or pass --data PATH")
-    if not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False
     training_args.prediction_loss_only = True  # evaluation scores the reconstruction, keeps no images
-    set_seed(training_args.seed)
-    dataset = load_training_data(data_args, training_args)
-    labels = dataset["train"].features["label"].names
-    classifier = build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
-                             model_args.model_config, model_args.image_size)
+    dataset, _, classifier, processor = start_run(model_args, data_args, training_args)
     model = MaskedImageModeling(classifier, model_args.mask_ratio, model_args.mask_unit)
-    processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
-                                      face_resolution(dataset["train"]))
     augmentation_state = set_face_transforms(dataset, processor, data_args, training_args.seed)
-    chunk = ChunkBudget(training_args.chunk_hours) if getattr(training_args, "chunk_hours", None) else None
+    chunk = chunk_budget(training_args)
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset["train"],
                       eval_dataset=dataset["validation"], data_collator=collate,
                       callbacks=[augmentation_state, ChunkLog(), *([chunk] if chunk else [])])
-    checkpoint = resume_point(training_args)
-    if checkpoint:
-        logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
-        augmentation_state.restore(checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_from_last_checkpoint(trainer, training_args, saved_beside=(augmentation_state,))
     if chunk and chunk.stopped_early:
         return {}
     per_epoch = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]

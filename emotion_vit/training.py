@@ -50,27 +50,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     With `chunk_hours` set and spent before the last epoch, it stops after a checkpoint and
     returns {}: the same command resumes there.
     """
-    if not data_args.data:
-        raise ValueError("no data given: set data in the config or pass --data PATH")
     recipe = recipe or {**asdict(model_args), **asdict(data_args)}
     push_to = take_over_push(training_args)
-    if not torch.cuda.is_available():  # pinned memory only speeds copies to a GPU; on a CPU torch warns per loader
-        training_args.dataloader_pin_memory = False
-    set_seed(training_args.seed)
-    dataset = load_training_data(data_args, training_args)
+    dataset, labels, model, processor = start_run(model_args, data_args, training_args)
     data_summary = describe(dataset)
     logger.info("data:\n%s", data_summary)
-    labels = dataset["train"].features["label"].names
-
-    model = build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
-                        model_args.model_config, model_args.image_size)
-    processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
-                                      face_resolution(dataset["train"]))
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
                        training_args.label_smoothing_factor)
     augmentation_state = set_face_transforms(dataset, processor, data_args, training_args.seed)
-    chunk = ChunkBudget(training_args.chunk_hours) if getattr(training_args, "chunk_hours", None) else None
+    chunk = chunk_budget(training_args)
     averaging = WeightAverage(model, n) if (n := getattr(training_args, "average_last_epochs", None)) else None
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
@@ -79,12 +68,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args,
         callbacks=[augmentation_state, ChunkLog(), *(c for c in (chunk, averaging) if c)])
 
-    checkpoint = resume_point(training_args)
-    if checkpoint:
-        logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
-        for saved_beside in filter(None, (augmentation_state, averaging)):  # states the Trainer does not save
-            saved_beside.restore(checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_from_last_checkpoint(trainer, training_args, saved_beside=(augmentation_state, averaging))
     if chunk and chunk.stopped_early:
         return {}
 
@@ -94,6 +78,39 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
     return results
+
+
+def start_run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """What every run starts from: its data (seeded), a model for the data's labels, and the processor saved with it.
+    Returns (dataset, labels, model, processor)."""
+    if not data_args.data:
+        raise ValueError("no data given: set data in the config or pass --data PATH")
+    if not torch.cuda.is_available():  # pinned memory only speeds copies to a GPU; on a CPU torch warns per loader
+        training_args.dataloader_pin_memory = False
+    set_seed(training_args.seed)
+    dataset = load_training_data(data_args, training_args)
+    labels = dataset["train"].features["label"].names
+    model = build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
+                        model_args.model_config, model_args.image_size)
+    processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
+                                      face_resolution(dataset["train"]))
+    return dataset, labels, model, processor
+
+
+def chunk_budget(training_args: TrainingArguments) -> ChunkBudget | None:
+    hours = getattr(training_args, "chunk_hours", None)
+    return ChunkBudget(hours) if hours else None
+
+
+def train_from_last_checkpoint(trainer: Trainer, training_args: TrainingArguments, saved_beside=()) -> None:
+    """Train, resuming from output_dir's last checkpoint if there is one, with the states the Trainer does not
+    save itself (`saved_beside`: callbacks with `restore`, or None) read back from it."""
+    checkpoint = resume_point(training_args)
+    if checkpoint:
+        logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
+        for state in filter(None, saved_beside):
+            state.restore(checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def set_face_transforms(dataset: DatasetDict, processor, data_args: DataArguments, seed: int) -> AugmentationState:
