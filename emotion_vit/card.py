@@ -125,9 +125,38 @@ def write_model_card(output_dir: str | Path, *, results: dict, labels: list[str]
     return path
 
 
+BACKBONE_CARD_TEMPLATE = """# A backbone pretrained by masked-image modelling (SimMIM)
+
+{model_class}, pretrained without labels on {faces:,} training faces; its classification
+head is untrained. Start a recipe from it: `--model_name_or_path {output_dir}`.
+
+Validation reconstruction loss (L1 on the masked pixels of normalised faces) at each evaluation:
+{losses}.
+
+## Recipe
+
+{recipe}
+"""
+
+
+def write_backbone_card(output_dir: str | Path, *, model_class: str, faces: int, losses: list[float],
+                        recipe: dict) -> Path:
+    """README.md of a self-supervised backbone: what it is, its loss curve, and its recipe, under the same
+    "## Recipe" heading as a classifier's card, so a model trained from it lists the pretraining first."""
+    path = Path(output_dir) / "README.md"
+    path.write_text(BACKBONE_CARD_TEMPLATE.format(
+        model_class=model_class, faces=faces, output_dir=output_dir, recipe=_recipe_yaml(recipe),
+        losses=", ".join(f"{loss:.4f}" for loss in losses) or "not evaluated"))
+    return path
+
+
+def _recipe_yaml(recipe: dict) -> str:
+    return "```yaml\n" + yaml.safe_dump(recipe, sort_keys=False).strip() + "\n```"
+
+
 def _recipe_section(recipe: dict, local_base: str | None) -> str:
     """The recipe as YAML; a model continued from a local checkpoint lists that checkpoint's recipe first."""
-    this = "```yaml\n" + yaml.safe_dump(recipe, sort_keys=False).strip() + "\n```"
+    this = _recipe_yaml(recipe)
     base_card = Path(local_base) / "README.md" if local_base else None
     if not base_card or not base_card.is_file() or "\n## Recipe\n" not in base_card.read_text():
         return this

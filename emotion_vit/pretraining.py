@@ -17,7 +17,6 @@ to serve. Written for PVTv2 (the shipped architecture); other model types are re
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from .arguments import DataArguments, ModelArguments
+from .card import write_backbone_card
 from .resume import ChunkLog
 from .trainer import collate
 from .training import chunk_budget, set_face_transforms, start_run, train_from_last_checkpoint
@@ -109,13 +109,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, training_args
     output_dir = Path(training_args.output_dir)
     classifier.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    (output_dir / "README.md").write_text(
-        "# A backbone pretrained by masked-image modelling (SimMIM)\n\n"
-        f"{type(classifier).__name__}, pretrained without labels on {len(dataset['train']):,} training faces; "
-        "its classification head is untrained. Start a recipe from it: "
-        f"`--model_name_or_path {output_dir}`.\n\nValidation reconstruction loss (L1 on the masked pixels of "
-        f"normalised faces) at each evaluation: {', '.join(f'{loss:.4f}' for loss in per_epoch)}.\n\n"
-        f"Recipe:\n\n```json\n{json.dumps(recipe or {}, indent=1, default=str)}\n```\n")
+    write_backbone_card(output_dir, model_class=type(classifier).__name__, faces=len(dataset["train"]),
+                        losses=per_epoch, recipe=recipe or {})
     logger.info("pretrained backbone written to %s (validation reconstruction loss %s)", output_dir,
                 f"{per_epoch[-1]:.4f}" if per_epoch else "not evaluated")
     return {"validation": {"reconstruction_loss": per_epoch}}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from emotion_vit.card import write_model_card
 from emotion_vit.config import parse_training_args
 from emotion_vit.model import build_model
 from emotion_vit.pretraining import MaskedImageModeling, pretrain
@@ -68,7 +69,16 @@ def test_pretraining_learns_and_writes_a_backbone_a_recipe_starts_from(learnable
         "--remove_unused_columns", "false", "--seed", "0"])
     losses = pretrain(*args)["validation"]["reconstruction_loss"]
     assert len(losses) == 8 and losses[-1] < 0.8 * losses[0]  # it learns to fill in the masked squares
-    assert "head is untrained" in (output_dir / "README.md").read_text()
+    card = (output_dir / "README.md").read_text()
+    assert "head is untrained" in card and "\n## Recipe\n" in card and "objective: masked_image_modeling" in card
+    # a classifier trained from this backbone lists the pretraining's recipe first in its own card
+    classifier_card = write_model_card(
+        tmp_path / "classifier", results={}, labels=["a", "b"], recipe={"num_train_epochs": 3},
+        data_summary="train: 2 images", base_model=str(output_dir), model_type="pvt_v2", parameters=1000,
+        transformers_version="5").read_text()
+    recipes = classifier_card.split("\n## Recipe\n", 1)[1]
+    assert f"First, `{output_dir}`" in recipes
+    assert recipes.index("objective: masked_image_modeling") < recipes.index("num_train_epochs: 3")
     started = build_model(model_name_or_path=str(output_dir))
     saved = load_file(output_dir / "model.safetensors")
     backbone = {name: value for name, value in started.state_dict().items() if name.startswith("pvt_v2.")}
