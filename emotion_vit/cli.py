@@ -97,7 +97,8 @@ def app_parser() -> argparse.ArgumentParser:
                          help="Largest upload accepted, in MB (default: %(default)s).")
     serving.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
                          help="Requests that may wait for the model; more are refused (default: %(default)s).")
-    serving.add_argument("--threads", type=int, help="Threads for the classifier (default: the CPU cores, up to 4).")
+    serving.add_argument("--threads", type=int,
+                         help="Threads for the classifier (default: OMP_NUM_THREADS, else the CPU cores, up to 4).")
     add_flags(parser, AppSettings, "what the app serves and how")
     return parser
 

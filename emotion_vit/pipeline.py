@@ -120,8 +120,11 @@ class EmotionPipeline:
 
 
 def set_inference_threads(threads: int | None = None) -> int:
-    """Use the physical cores for the classifier (2 here); more threads than cores only adds contention."""
+    """Use the physical cores for the classifier (2 here); more threads than cores only adds contention.
+    OMP_NUM_THREADS, where set, is the default: a process sharing the CPU (a benchmark beside a training
+    job) keeps to its share."""
     import os
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # "4,2" sets nested levels: the first
+    threads = threads or (int(omp) if omp.isdigit() else 0) or max(1, min(4, os.cpu_count() or 1))
     torch.set_num_threads(threads)
     return threads

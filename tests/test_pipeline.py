@@ -11,7 +11,7 @@ from PIL import Image
 from emotion_vit.detect import create_detector
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import load_emotion_model
-from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
+from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, set_inference_threads
 from emotion_vit.service import DEFAULT_MODEL
 from emotion_vit.track import FaceTracker, iou
 
@@ -178,3 +178,17 @@ def test_photos_average_a_tighter_and_a_looser_crop_in_the_same_forward(small_mo
     crop = frame[100:148, 100:148]
     whole = Face(box=(4.0, 2.0, 44.0, 46.0), score=0.9)
     assert len(spread.crops(crop, whole)) == 1
+
+
+def test_inference_threads_follow_omp_num_threads_unless_given(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_inference_threads() == 1 and torch.get_num_threads() == 1  # a benchmark beside a training job
+        assert set_inference_threads(2) == 2 and torch.get_num_threads() == 2  # --threads wins
+        monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+        assert set_inference_threads() >= 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_inference_threads() >= 1
+    finally:
+        torch.set_num_threads(before)
