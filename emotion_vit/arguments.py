@@ -45,8 +45,9 @@ class ModelArguments:
     mask_ratio: float = field(default=0.6, metadata={"help": "masked_image_modeling: share of the image masked."})
     mask_unit: int = field(default=8, metadata={
         "help": "masked_image_modeling: side of a masked square, in pixels of the model's input."})
-    teacher_model: str | None = field(default=None, metadata={
-        "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style."})
+    teacher_model: list[str] | None = field(default=None, metadata={
+        "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style; several: "
+                "an ensemble, the mean of their probabilities."})
     distillation: str = field(
         default="hard",
         metadata={
@@ -64,6 +65,8 @@ class ModelArguments:
                 "the student learns to give in one view what the teacher gives in two."})
 
     def __post_init__(self):
+        if isinstance(self.teacher_model, str):  # a recipe's `teacher_model: DIR`
+            self.teacher_model = [self.teacher_model]
         if isinstance(self.model_config, str):
             self.model_config = json.loads(self.model_config)
         self.model_config = self.model_config or {}

@@ -64,18 +64,18 @@ class EmotionTrainer(Trainer):
     #48805). `from_pretrained` applies the renaming, so weights are read through it.
     """
 
-    def __init__(self, *args, mixer: BatchMixer | None = None, teacher=None, model_args: ModelArguments | None = None,
-                 **kwargs):
+    def __init__(self, *args, mixer: BatchMixer | None = None, teachers: list | None = None,
+                 model_args: ModelArguments | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer = mixer
-        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.teachers = [teacher.eval().requires_grad_(False) for teacher in teachers or []]
         self.model_args = model_args
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.mixer is not None and model.training:
             inputs = dict(inputs)
             inputs["pixel_values"], inputs["labels"] = self.mixer(inputs["pixel_values"], inputs["labels"])
-        if self.teacher is None or not model.training:
+        if not self.teachers or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         loss = (1 - self.model_args.distillation_alpha) * loss + \
@@ -84,15 +84,19 @@ class EmotionTrainer(Trainer):
 
     @torch.no_grad()
     def _teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        self.teacher.to(pixel_values.device)
-        size = self.teacher.config.image_size if hasattr(self.teacher.config, "image_size") else None
-        if isinstance(size, int) and size != pixel_values.shape[-1]:  # same normalisation, other resolution
-            pixel_values = F.interpolate(pixel_values, size=(size, size), mode="bilinear", align_corners=False)
-        if not self.model_args.teacher_flip_tta:
-            return self.teacher(pixel_values=pixel_values).logits.float()
-        both = self.teacher(pixel_values=torch.cat([pixel_values, pixel_values.flip(-1)])).logits.float()
-        # the mean of the two views' probabilities, as log-probabilities: logits of that mean
-        return both.log_softmax(-1).view(2, len(pixel_values), -1).logsumexp(0) - math.log(2)
+        """The mean of the teachers' probabilities (and of each face's mirror image with teacher_flip_tta), as
+        log-probabilities: logits of that mean, equal to one teacher's own logits up to a constant."""
+        views = [pixel_values, pixel_values.flip(-1)] if self.model_args.teacher_flip_tta else [pixel_values]
+        answers = []
+        for teacher in self.teachers:
+            teacher.to(pixel_values.device)
+            size = teacher.config.image_size if hasattr(teacher.config, "image_size") else None
+            batch = torch.cat(views)
+            if isinstance(size, int) and size != batch.shape[-1]:  # same normalisation, other resolution
+                batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+            log_probabilities = teacher(pixel_values=batch).logits.float().log_softmax(-1)
+            answers.append(log_probabilities.view(len(views), len(pixel_values), -1))
+        return torch.cat(answers).logsumexp(0) - math.log(len(answers) * len(views))
 
     def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         teacher = self._teacher_logits(pixel_values)
@@ -127,16 +131,17 @@ class EmotionTrainer(Trainer):
         return True
 
 
-def load_teacher(name: str | None, labels: list[str]):
-    """The distillation teacher: a classifier whose labels are the student's, in the same order."""
-    if not name:
-        return None
-    teacher = AutoModelForImageClassification.from_pretrained(name)
-    teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-    if teacher_labels != list(labels):
-        raise ValueError(f"teacher {name} has labels {teacher_labels}, the student {list(labels)}")
-    logger.info("distilling from %s (%s)", name, type(teacher).__name__)
-    return teacher
+def load_teachers(names: list[str] | None, labels: list[str]) -> list:
+    """The distillation teachers: classifiers whose labels are the student's, in the same order."""
+    teachers = []
+    for name in names or []:
+        teacher = AutoModelForImageClassification.from_pretrained(name)
+        teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        if teacher_labels != list(labels):
+            raise ValueError(f"teacher {name} has labels {teacher_labels}, the student {list(labels)}")
+        logger.info("distilling from %s (%s)", name, type(teacher).__name__)
+        teachers.append(teacher)
+    return teachers
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import build_image_processor, build_model, fold_grayscale_into_model, load_emotion_model
 from .resume import AugmentationState, ChunkBudget, ChunkLog, seed_augmentation
-from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teacher, make_compute_metrics
+from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teachers, make_compute_metrics
 from .transforms import (
     BatchMixer,
     DetectorFraming,
@@ -65,7 +65,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
         compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
-        teacher=load_teacher(model_args.teacher_model, labels), model_args=model_args,
+        teachers=load_teachers(model_args.teacher_model, labels), model_args=model_args,
         callbacks=[augmentation_state, ChunkLog(), *(c for c in (chunk, averaging) if c)])
 
     train_from_last_checkpoint(trainer, training_args, saved_beside=(augmentation_state, averaging))

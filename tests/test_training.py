@@ -455,7 +455,7 @@ def test_distillation_loss_is_the_weighted_sum_of_labels_and_teacher(tmp_path, k
     batch["labels"] = (teacher_logits.argmax(-1) + 1) % len(EMOTIONS)  # the teacher disagrees with every label
     model_args = ModelArguments(distillation=kind, distillation_alpha=alpha, distillation_temperature=temperature)
     torch.manual_seed(0)
-    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher, model_args=model_args)
+    trainer, _, _ = loss_trainer(tmp_path, teachers=[teacher], model_args=model_args)
     with torch.no_grad():  # a confident student too, so that cross-entropies against other targets differ
         trainer.model.classifier.weight.mul_(200)
 
@@ -483,11 +483,27 @@ def test_flip_tta_teacher_answers_with_the_mean_of_a_face_and_its_mirror(tmp_pat
         one_view = teacher(pixel_values=pixels).logits.softmax(-1)
         mirrored = teacher(pixel_values=pixels.flip(-1)).logits.softmax(-1)
     expected = ((one_view + mirrored) / 2).log()
-    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher, model_args=ModelArguments(teacher_flip_tta=True))
+    trainer, _, _ = loss_trainer(tmp_path, teachers=[teacher], model_args=ModelArguments(teacher_flip_tta=True))
     got = trainer._teacher_logits(pixels)
     assert torch.allclose(got.softmax(-1), expected.exp(), atol=1e-5)
     assert torch.allclose(got.exp().sum(-1), torch.ones(len(pixels)), atol=1e-5)  # log-probabilities
     assert (expected.exp() - one_view).abs().max() > 0.1  # the mirror changed the answer
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_several_teachers_answer_with_the_mean_of_their_probabilities(tmp_path, flip):
+    """--teacher_model A B: an ensemble teacher, the mean of the teachers' (and views') probabilities."""
+    teachers = [sharp_teacher(seed) for seed in (1, 2)]
+    pixels = face_batch()["pixel_values"]
+    views = [pixels, pixels.flip(-1)] if flip else [pixels]
+    with torch.no_grad():
+        answers = [teacher(pixel_values=view).logits.softmax(-1) for teacher in teachers for view in views]
+    expected = torch.stack(answers).mean(0)
+    trainer, _, _ = loss_trainer(tmp_path, teachers=teachers, model_args=ModelArguments(teacher_flip_tta=flip))
+    got = trainer._teacher_logits(pixels).exp()
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert min((expected - answer).abs().max() for answer in answers) > 0.1  # not any one teacher's answer
+    assert ModelArguments(teacher_model="runs/teacher").teacher_model == ["runs/teacher"]  # a recipe's string
 
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
@@ -499,7 +515,7 @@ def test_distillation_alone_drives_the_student_to_the_teacher(tmp_path, kind):
         teacher_top = teacher(pixel_values=batch["pixel_values"]).logits.argmax(-1)
     batch["labels"] = (teacher_top + 1) % len(EMOTIONS)
     torch.manual_seed(0)
-    trainer, _, _ = loss_trainer(tmp_path, teacher=teacher,
+    trainer, _, _ = loss_trainer(tmp_path, teachers=[teacher],
                                  model_args=ModelArguments(distillation=kind, distillation_alpha=1.0))
     student = trainer.model.train()
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
