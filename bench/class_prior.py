@@ -15,26 +15,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import torch
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.labels import canonical_label
 from emotion_vit.metrics import EmotionMetrics, flat_metrics
 from emotion_vit.model import load_emotion_model
+from emotion_vit.service import DEFAULT_MODEL
 from emotion_vit.trainer import class_weights
 from emotion_vit.transforms import image_array
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(REPO / "models" / "emotion-vit-fer2013"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--weighting", default="sqrt_inverse", choices=["sqrt_inverse", "inverse"],
                         help="The weighting the model was trained with (its recipe's class_weighting).")

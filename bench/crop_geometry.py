@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.crop import CropGeometry, fit_geometry
 from emotion_vit.data import load_emotion_dataset
@@ -29,13 +30,11 @@ from emotion_vit.detect import DETECTOR_BACKENDS, DetectorOptions, create_detect
 from emotion_vit.frames import FrameOptions, detected_boxes, placed_faces
 from emotion_vit.transforms import image_array
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="train")
     parser.add_argument("--faces", type=int, default=2000, help="Faces sampled from the split (seeded).")
     parser.add_argument("--seed", type=int, default=1)

@@ -14,17 +14,16 @@ leaves empty, and that the retry fills.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from machine import machine_line
+from paths import FER2013, SHARED
 
 from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, create_detector
 from emotion_vit.frame_evaluation import split_faces
 from emotion_vit.frames import FrameOptions, face_free_frame, placed_faces
 from emotion_vit.track import iou
 
-REPO = Path(__file__).resolve().parents[1]
 # name -> (backend, its options)
 RETRIES = {"upscale 1.5": ("retinaface", DetectorOptions(upscale=1.5)),
            "upscale 1.5, threshold 0.8": ("retinaface", DetectorOptions(upscale=1.5, score_threshold=0.8)),
@@ -39,11 +38,11 @@ RETRIES = {"upscale 1.5": ("retinaface", DetectorOptions(upscale=1.5)),
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retries", nargs="+", choices=list(RETRIES), default=list(RETRIES))
-    parser.add_argument("--yunet-model", default=str(REPO.parent / "shared" / "models" / YUNET_FILENAME))
+    parser.add_argument("--yunet-model", default=str(SHARED / "models" / YUNET_FILENAME))
     args = parser.parse_args()
 
     faces, _ = split_faces(args.data, args.split, seed=args.seed)

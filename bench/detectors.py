@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
+from paths import SHARED
 from PIL import Image
 
 from emotion_vit.detect import (
@@ -32,9 +33,6 @@ from emotion_vit.detect import (
     default_num_threads,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-SHARED = REPO_ROOT.parent / "shared"
 EXPECTED_FACES = {"astronaut.png": 1, "solvay1927.png": 29}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 WEBCAM_SIZE = (640, 480)  # width, height

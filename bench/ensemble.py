@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import machine_info, machine_line
+from paths import FER2013
 from tqdm.auto import tqdm
 
 from emotion_vit.data import load_emotion_dataset
@@ -28,8 +29,6 @@ from emotion_vit.labels import canonical_label
 from emotion_vit.model import EmotionModel, load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
 from emotion_vit.transforms import image_array
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def split_probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 256) -> torch.Tensor:
@@ -40,7 +39,7 @@ def split_probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", required=True, help="Model folders with the same labels.")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import machine_info, machine_line
+from paths import FER2013
 from rooms import ROOMS, in_room, predict
 
 from emotion_vit.adapt import AdaptOptions, References, adapter_size_bytes, build_adapter, save_adapter
@@ -35,6 +36,7 @@ from emotion_vit.data import load_emotion_dataset
 from emotion_vit.flags import add_flags, from_flags
 from emotion_vit.model import EmotionModel, load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
+from emotion_vit.service import DEFAULT_MODEL
 
 
 def split_arrays(split) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
@@ -230,11 +232,11 @@ def wall_time(args, train_faces, train_labels, train_names) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="models/emotion-vit-fer2013")
+    parser.add_argument("--base", default=str(DEFAULT_MODEL))
     parser.add_argument("--heldout-base", help="A base trained without the --heldout classes (--exclude_labels).")
     parser.add_argument("--heldout", nargs="+", default=["surprise"], help="Classes to learn anew, each in turn.")
     parser.add_argument("--weak", nargs="+", default=["disgust", "fear"])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--methods", nargs="+", default=["lora", "head", "prototype"])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="New class: references per draw.")

@@ -36,13 +36,13 @@ With `--features final`, the bank is the model's shipped feature bank; otherwise
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from fewshot import adapt, references, split_arrays
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats
 from emotion_vit.adapt.gates import label_views
@@ -158,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--heldout", default="surprise")
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--directions", nargs="+", default=["cosine"],
                         choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", *ADAPTER_DIRECTIONS],

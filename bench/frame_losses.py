@@ -23,15 +23,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.crop import CropGeometry, find_faces
 from emotion_vit.detect import create_detector
 from emotion_vit.frame_evaluation import split_faces
 from emotion_vit.frames import FrameOptions, placed_faces
 from emotion_vit.model import load_emotion_model
+from emotion_vit.service import DEFAULT_MODEL
 from emotion_vit.track import iou
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def jpeg_round_trip(frame: np.ndarray) -> np.ndarray:
@@ -42,8 +42,8 @@ def jpeg_round_trip(frame: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "models" / "emotion-vit-fer2013"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--seed", type=int, default=0, help="Frame placement seed.")
     parser.add_argument("--limit", type=int)

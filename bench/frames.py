@@ -29,14 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
+from paths import FER2013, REPO
 
 from emotion_vit.crop import CropGeometry
 from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames, split_faces
 from emotion_vit.frames import FrameOptions, placed_faces
 from emotion_vit.metrics import EmotionMetrics
-from emotion_vit.service import AppSettings, EmotionService
-
-REPO = Path(__file__).resolve().parents[1]
+from emotion_vit.service import DEFAULT_MODEL, AppSettings, EmotionService
 
 FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
 
@@ -62,8 +61,8 @@ def scores(predictions: list[int], references: list[int], labels: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "models" / "emotion-vit-fer2013"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)

@@ -45,19 +45,16 @@ import cv2
 import numpy as np
 import torch
 from machine import machine_info
+from paths import REPO, SHARED
 
 from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, FaceDetector, create_detector
 from emotion_vit.images import read_image
 from emotion_vit.model import EmotionModel, load_emotion_model
 from emotion_vit.pipeline import EmotionPipeline, PipelineOptions, set_inference_threads
-from emotion_vit.service import AppSettings
+from emotion_vit.service import DEFAULT_MODEL, AppSettings
 from emotion_vit.track import FaceTracker
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-SHARED = REPO_ROOT.parent / "shared"
-DEFAULT_MODEL = REPO_ROOT / "models" / "emotion-vit-fer2013"
-ASTRONAUT = REPO_ROOT / "tests" / "assets" / "astronaut.jpg"
+ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 ASTRONAUT_FACE = (178.0, 57.0, 272.0, 177.0)  # x1, y1, x2, y2; used only if RetinaFace misses it
 SOLVAY = SHARED / "images" / "solvay1927.png"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
@@ -67,8 +64,8 @@ GRIDS = {8: (4, 2), 29: (6, 5)}  # columns, rows
 SINGLE_FACE_HEIGHT = 180  # px, target face box height in the 1-face frame
 CELL_FACE_FRACTION = 1 / 1.5  # face box height / cell height in the grids (the rest is margin)
 TARGETS_MS = {1: 30.0, 29: 150.0}  # end-to-end median targets at the app's live setting
-DEFAULT_FER_PYTHON = REPO_ROOT / "bench" / ".venv-fer" / "bin" / "python"
-FER_WORKER = REPO_ROOT / "bench" / "fer_worker.py"
+DEFAULT_FER_PYTHON = REPO / "bench" / ".venv-fer" / "bin" / "python"
+FER_WORKER = REPO / "bench" / "fer_worker.py"
 
 Box = tuple[float, float, float, float]
 

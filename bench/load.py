@@ -30,9 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from machine import machine_line
+from paths import REPO
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
 
 ASTRONAUT = REPO / "tests" / "assets" / "astronaut.jpg"
 

@@ -11,16 +11,15 @@ detector, classifier and end-to-end milliseconds, medians after one warm-up call
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from machine import machine_line
+from paths import REPO, SHARED
 from PIL import Image
 
 from emotion_vit.service import AppSettings, EmotionService
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTOS = [REPO / "tests" / "assets" / "astronaut.jpg", REPO.parent / "shared" / "images" / "solvay1927.png"]
+PHOTOS = [REPO / "tests" / "assets" / "astronaut.jpg", SHARED / "images" / "solvay1927.png"]
 
 
 def main() -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.frame_evaluation import split_faces
 from emotion_vit.model import EmotionModel, load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
+from emotion_vit.service import DEFAULT_MODEL
 
 
 def jpeg(face: np.ndarray, quality: int) -> np.ndarray:
@@ -65,9 +67,8 @@ def in_room(faces: list[np.ndarray], room_name: str) -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=[str(Path(__file__).resolve().parents[1] / "models" /
-                                                             "emotion-vit-fer2013")])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--models", nargs="+", default=[str(DEFAULT_MODEL)])
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--rooms", nargs="+", default=list(ROOMS), choices=list(ROOMS))
     args = parser.parse_args()

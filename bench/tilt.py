@@ -13,18 +13,16 @@ levelled exactly).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit import crop
 from emotion_vit.frame_evaluation import LabelledFrame, evaluate_frames, placed_frames
 from emotion_vit.frames import FrameOptions
 from emotion_vit.service import AppSettings, EmotionService
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tilted_frames(data: str, limit: int, max_tilt: float, seed: int) -> list[LabelledFrame]:
@@ -41,7 +39,7 @@ def tilted_frames(data: str, limit: int, max_tilt: float, seed: int) -> list[Lab
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--max-tilt", type=float, default=25.0)
     parser.add_argument("--kept-tilt", type=float, nargs="+", default=[0.0, crop.KEPT_TILT_DEGREES, 12.0])

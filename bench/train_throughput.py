@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from machine import machine_line
+from paths import FER2013
 from transformers import AutoConfig, Trainer
 
 from emotion_vit.config import parse_training_args
@@ -24,8 +25,6 @@ from emotion_vit.data import load_emotion_dataset
 from emotion_vit.model import build_image_processor, build_model
 from emotion_vit.trainer import EmotionLoss, class_weights, collate
 from emotion_vit.transforms import Preprocessing, eval_transform, train_transform, training_augmentation
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def model_for(model_args, labels):
@@ -76,7 +75,7 @@ def measure(recipe: str, dataset, steps: int, eval_images: int, precision: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipes", nargs="+")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-images", type=int, default=512)
     parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=None,

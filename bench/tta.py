@@ -27,14 +27,14 @@ import cv2
 import numpy as np
 import torch
 from machine import machine_line
+from paths import FER2013
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.labels import canonical_label
 from emotion_vit.metrics import EmotionMetrics
 from emotion_vit.model import EmotionModel, load_emotion_model
+from emotion_vit.service import DEFAULT_MODEL
 from emotion_vit.transforms import image_array
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def ten_crop_views(model: EmotionModel, faces: list[np.ndarray], zoom: float) -> torch.Tensor:
@@ -64,8 +64,8 @@ def probabilities(model: EmotionModel, faces: list[np.ndarray], mode: str, zoom:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(REPO / "models" / "emotion-vit-fer2013"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--zoom", type=float, default=1.125)
     parser.add_argument("--json", help="Also write the figures here.")

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 from machine import machine_info, machine_line
+from paths import FER2013
 from safetensors.torch import load_file
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.evaluation import score_split
 from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def step_of(path: Path) -> int:
@@ -86,7 +85,7 @@ def main() -> None:
                         help="--between: END's share of the weights.")
     parser.add_argument("--weights", nargs="*", default=[], help="More epoch weight files, or folders of them.")
     parser.add_argument("--last", nargs="+", type=int, default=[1, 5, 10, 20, 30])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013.zip"))
+    parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
