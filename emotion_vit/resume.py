@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 AUGMENTATION_STATE = "augmentation_rng.json"
+CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder: nothing is missing
 CHUNK_LOG = "chunks.jsonl"  # one line per invocation of a run: what it trained and how it scored
 
 
@@ -64,6 +65,31 @@ class AugmentationState(TrainerCallback):
         python.setstate((version, tuple(internal), gauss))
         self.augmentation.set_random_state(generator, python)
         return True
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """Marks each checkpoint folder once everything is in it. Added after every other callback, so its
+    `on_save` runs last: a run killed while saving (a session ending) leaves a folder without the mark,
+    and `last_complete_checkpoint` resumes from the one before instead of failing on a half-written file."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / CHECKPOINT_COMPLETE).write_text(json.dumps({"global_step": state.global_step}))
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N folder with nothing missing. Runs from before the mark existed: the newest
+    with the Trainer's last file, trainer_state.json."""
+    folders = sorted((path for path in Path(output_dir).glob("checkpoint-*")
+                      if path.is_dir() and path.name.removeprefix("checkpoint-").isdigit()),
+                     key=lambda path: int(path.name.removeprefix("checkpoint-")), reverse=True)
+    marked = any((folder / CHECKPOINT_COMPLETE).is_file() for folder in folders)
+    for folder in folders:
+        if (folder / (CHECKPOINT_COMPLETE if marked else "trainer_state.json")).is_file():
+            return str(folder)
+        logger.warning("%s was not written to the end (stopped while saving): resuming from an earlier one", folder)
+    return None
 
 
 class ChunkBudget(TrainerCallback):

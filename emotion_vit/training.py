@@ -18,7 +18,6 @@ import torch
 import transformers
 from datasets import DatasetDict
 from transformers import Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DataArguments, ModelArguments
 from .averaging import WeightAverage
@@ -29,7 +28,14 @@ from .features import compute_feature_stats, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import build_image_processor, build_model, fold_grayscale_into_model, load_emotion_model
-from .resume import AugmentationState, ChunkBudget, ChunkLog, seed_augmentation
+from .resume import (
+    AugmentationState,
+    ChunkBudget,
+    ChunkLog,
+    CompleteCheckpoints,
+    last_complete_checkpoint,
+    seed_augmentation,
+)
 from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teachers, make_compute_metrics
 from .transforms import (
     BatchMixer,
@@ -105,6 +111,7 @@ def chunk_budget(training_args: TrainingArguments) -> ChunkBudget | None:
 def train_from_last_checkpoint(trainer: Trainer, training_args: TrainingArguments, saved_beside=()) -> None:
     """Train, resuming from output_dir's last checkpoint if there is one, with the states the Trainer does not
     save itself (`saved_beside`: callbacks with `restore`, or None) read back from it."""
+    trainer.add_callback(CompleteCheckpoints())  # last: it marks a checkpoint once the others have written theirs
     checkpoint = resume_point(training_args)
     if checkpoint:
         logger.info("resuming from %s (start afresh with another --output_dir)", checkpoint)
@@ -205,12 +212,8 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
 def resume_point(training_args: TrainingArguments) -> str | None:
     """The checkpoint to resume from, the same for every process: rank 0's view of the folder (under
     torchrun, rank 1 once found a checkpoint folder that was still being written and failed to resume from it)."""
-    checkpoint = [training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)]
+    checkpoint = [training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(checkpoint, src=0)
     return checkpoint[0]
 
-
-def last_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint-N folder in output_dir: an interrupted run picks up from there."""
-    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None

@@ -21,7 +21,7 @@ from emotion_vit.config import parse_training_args
 from emotion_vit.evaluation import evaluate_model
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import build_model, fold_grayscale_into_model
-from emotion_vit.resume import AUGMENTATION_STATE, CHUNK_LOG
+from emotion_vit.resume import AUGMENTATION_STATE, CHECKPOINT_COMPLETE, CHUNK_LOG, last_complete_checkpoint
 from emotion_vit.trainer import EmotionLoss, EmotionTrainer, class_weights
 from emotion_vit.training import train
 from emotion_vit.transforms import BatchMixer
@@ -203,8 +203,15 @@ def test_a_run_in_chunks_ends_with_the_weights_of_an_unbroken_run(learnable_zip,
     assert sorted(p.name for p in chunked.glob("checkpoint-*")) == ["checkpoint-4"]
     assert (chunked / "checkpoint-4" / AUGMENTATION_STATE).is_file()
     run_tiny(learnable_zip, chunked, *flags, "--chunk_hours", "1e-9")  # epoch 2
+    assert all((folder / CHECKPOINT_COMPLETE).is_file() for folder in chunked.glob("checkpoint-*"))
+    # a session ended while epoch 3's checkpoint was being written: the resume goes back to epoch 2's
+    killed = chunked / "checkpoint-12"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"\x00" * 10)
+    (killed / "trainer_state.json").write_text("{}")
     results = run_tiny(learnable_zip, chunked, *flags, "--chunk_hours", "1e-9")  # epoch 3: the end
     assert "resuming from" in caplog.text and "validation" in results
+    assert "checkpoint-12 was not written to the end" in caplog.text
     chunks = [json.loads(line) for line in (chunked / CHUNK_LOG).read_text().splitlines()]
     assert [chunk["steps"][:2] for chunk in chunks] == [[0, 4], [4, 8], [8, 12]]
     unbroken = load_file(str(tmp_path / "unbroken" / "checkpoint-12" / "model.safetensors"))
@@ -225,6 +232,23 @@ def test_a_run_in_chunks_ends_with_the_weights_of_an_unbroken_run(learnable_zip,
     run_tiny(learnable_zip, forgetful, *flags)
     drifted = load_file(str(forgetful / "checkpoint-12" / "model.safetensors"))
     assert any(not torch.equal(tensor, drifted[name]) for name, tensor in unbroken.items())
+
+
+def test_resume_takes_the_newest_whole_checkpoint(tmp_path):
+    def checkpoint(step: int, *files: str) -> None:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    checkpoint(225, "trainer_state.json")
+    checkpoint(450, "trainer_state.json")
+    checkpoint(675, "model.safetensors")  # killed before the Trainer's last file
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-450")  # a run from before the mark
+    checkpoint(900, "trainer_state.json", CHECKPOINT_COMPLETE)
+    checkpoint(1125, "trainer_state.json")  # killed before the callbacks' files and the mark
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-900")
 
 
 def test_average_last_epochs_writes_the_mean_of_those_epochs_weights(learnable_zip, tmp_path):
