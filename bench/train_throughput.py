@@ -1,6 +1,8 @@
 """Training and evaluation images/s of each recipe, through the real Trainer and data pipeline.
 
     python bench/train_throughput.py configs/fer2013-pvt.yaml configs/vit-base-in21k.yaml
+    python bench/train_throughput.py configs/fer2013-pvt-long.yaml --precision bf16 \
+        --model-configs '{}' '{"depths": [2, 2, 6, 2]}' '{"hidden_sizes": [32, 64, 160, 384]}'
 
 Each recipe trains for `--steps` steps on FER2013 (augmentation, loss, optimiser: all as in a real
 run) and evaluates `--eval-images` images; the Trainer's own samples/s are reported. A recipe that
@@ -41,12 +43,13 @@ def model_for(model_args, labels):
             "architecture from config (hub unreachable)"
 
 
-def measure(recipe: str, dataset, steps: int, eval_images: int, precision: str) -> dict:
+def measure(recipe: str, dataset, steps: int, eval_images: int, precision: str, model_config: str | None) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
         model_args, data_args, args, _ = parse_training_args(
             ["--config", recipe, "--output_dir", output_dir, "--max_steps", str(steps), "--eval_strategy", "no",
              "--save_strategy", "no", "--load_best_model_at_end", "false", "--disable_tqdm", "true",
-             "--logging_steps", "1000000", "--bf16", str(precision == "bf16"), "--fp16", "false"])
+             "--logging_steps", "1000000", "--bf16", str(precision == "bf16"), "--fp16", "false",
+             *(["--model_config", model_config] if model_config else [])])
         labels = dataset["train"].features["label"].names
         model, source = model_for(model_args, labels)
         processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std)
@@ -63,7 +66,7 @@ def measure(recipe: str, dataset, steps: int, eval_images: int, precision: str) 
         return {
             "recipe": Path(recipe).name,
             "model": f"{model_args.model_type}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-            f"{model_args.image_size} px",
+            f"{model_args.image_size} px" + (f", {model_config}" if model_config else ""),
             "weights": source,
             "batch": args.per_device_train_batch_size,
             "precision": precision,
@@ -80,13 +83,16 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=512)
     parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=None,
                         help="default: bf16 on a GPU that supports it, else fp32")
+    parser.add_argument("--model-configs", nargs="+", default=[None], metavar="JSON",
+                        help="Architecture variants: each recipe once per --model_config override "
+                             "(e.g. '{}' '{\"depths\": [2, 2, 6, 2]}'), in turn.")
     args = parser.parse_args()
     print(f"machine: {machine_line()}; device: {'cuda' if torch.cuda.is_available() else 'cpu'}")
     dataset = load_emotion_dataset(args.data)
     gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     precisions = args.precision or ["bf16" if gpu_bf16 else "fp32"]
-    rows = [measure(recipe, dataset, args.steps, args.eval_images, precision)
-            for recipe in args.recipes for precision in precisions]
+    rows = [measure(recipe, dataset, args.steps, args.eval_images, precision, model_config)
+            for recipe in args.recipes for precision in precisions for model_config in args.model_configs]
     print("\n| recipe | model | weights | batch | precision | train images/s | eval images/s |\n"
           "|---|---|---|---|---|---|---|")
     for row in rows:
