@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import torch
 from machine import machine_line
-from paths import FER2013
+from paths import add_data_arguments
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.labels import canonical_label
@@ -33,8 +33,7 @@ from emotion_vit.transforms import image_array
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--weighting", default="sqrt_inverse", choices=["sqrt_inverse", "inverse"],
                         help="The weighting the model was trained with (its recipe's class_weighting).")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])

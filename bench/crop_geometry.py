@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import machine_line
-from paths import FER2013
+from paths import add_data_arguments
 
 from emotion_vit.crop import CropGeometry, fit_geometry
 from emotion_vit.data import load_emotion_dataset
@@ -34,8 +34,7 @@ from emotion_vit.transforms import image_array
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="train")
+    add_data_arguments(parser, split="train")
     parser.add_argument("--faces", type=int, default=2000, help="Faces sampled from the split (seeded).")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--detector", choices=DETECTOR_BACKENDS, default="retinaface")

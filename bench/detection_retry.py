@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 from machine import machine_line
-from paths import FER2013, SHARED
+from paths import SHARED, add_data_arguments
 
 from emotion_vit.detect import YUNET_FILENAME, DetectorOptions, create_detector
 from emotion_vit.frame_evaluation import split_faces
@@ -38,8 +38,7 @@ RETRIES = {"upscale 1.5": ("retinaface", DetectorOptions(upscale=1.5)),
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retries", nargs="+", choices=list(RETRIES), default=list(RETRIES))
     parser.add_argument("--yunet-model", default=str(SHARED / "models" / YUNET_FILENAME))

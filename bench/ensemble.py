@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine import machine_info, machine_line
-from paths import FER2013
+from paths import add_data_arguments
 from tqdm.auto import tqdm
 
 from emotion_vit.data import load_emotion_dataset
@@ -39,8 +39,7 @@ def split_probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", required=True, help="Model folders with the same labels.")
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
     set_inference_threads()

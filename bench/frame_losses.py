@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
-from paths import FER2013
+from paths import add_data_arguments
 
 from emotion_vit.crop import CropGeometry, find_faces
 from emotion_vit.detect import create_detector
@@ -43,8 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="Frame placement seed.")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.95, 1.0, 1.05, 1.112])

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
-from paths import FER2013, REPO
+from paths import REPO, add_data_arguments
 
 from emotion_vit.crop import CropGeometry
 from emotion_vit.frame_evaluation import evaluate_frames, photo_folder_frames, split_faces
@@ -62,8 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--with-fer", action="store_true")

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from machine import machine_line
-from paths import FER2013
+from paths import add_data_arguments
 
 from emotion_vit.frame_evaluation import split_faces
 from emotion_vit.model import EmotionModel, load_emotion_model
@@ -68,8 +68,7 @@ def in_room(faces: list[np.ndarray], room_name: str) -> list[np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[str(DEFAULT_MODEL)])
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--rooms", nargs="+", default=list(ROOMS), choices=list(ROOMS))
     args = parser.parse_args()
 

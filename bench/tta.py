@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 from machine import machine_line
-from paths import FER2013
+from paths import add_data_arguments
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.labels import canonical_label
@@ -65,8 +65,7 @@ def probabilities(model: EmotionModel, faces: list[np.ndarray], mode: str, zoom:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--zoom", type=float, default=1.125)
     parser.add_argument("--json", help="Also write the figures here.")
     args = parser.parse_args()

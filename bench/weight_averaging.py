@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from machine import machine_info, machine_line
-from paths import FER2013
+from paths import add_data_arguments
 from safetensors.torch import load_file
 
 from emotion_vit.data import load_emotion_dataset
@@ -85,8 +85,7 @@ def main() -> None:
                         help="--between: END's share of the weights.")
     parser.add_argument("--weights", nargs="*", default=[], help="More epoch weight files, or folders of them.")
     parser.add_argument("--last", nargs="+", type=int, default=[1, 5, 10, 20, 30])
-    parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--split", default="validation")
+    add_data_arguments(parser)
     parser.add_argument("--json", help="Also write the rows here.")
     args = parser.parse_args()
     set_inference_threads()
