@@ -18,22 +18,16 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from machine import machine_info, machine_line
 from paths import add_data_arguments
-from tqdm.auto import tqdm
+from rooms import probabilities
 
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.labels import canonical_label
-from emotion_vit.model import EmotionModel, load_emotion_model
+from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
 from emotion_vit.transforms import image_array
-
-
-def split_probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model.predict_proba(faces[start:start + batch_size])
-                      for start in tqdm(range(0, len(faces), batch_size), desc=Path(model.name).name)])
 
 
 def main() -> None:
@@ -52,19 +46,19 @@ def main() -> None:
         raise SystemExit("the models' labels differ: " + "; ".join(f"{m.name}: {m.labels}" for m in models))
     names = subset.features["label"].names
     truth = torch.as_tensor([labels.index(canonical_label(names[label])) for label in subset["label"]])
-    probabilities = {flip: [split_probabilities(dataclasses.replace(model, flip_tta=flip), faces) for model in models]
+    answers = {flip: [probabilities(dataclasses.replace(model, flip_tta=flip), faces) for model in models]
                      for flip in (False, True)}
     rows = []
     print("| models averaged | one view | flip TTA |\n|---|---|---|")
     for size in range(1, len(models) + 1):
         for members in itertools.combinations(range(len(models)), size):
-            accuracy = {flip: float((torch.stack([probabilities[flip][i] for i in members]).mean(0).argmax(-1)
+            accuracy = {flip: float((torch.stack([answers[flip][i] for i in members]).mean(0).argmax(-1)
                                      == truth).float().mean()) for flip in (False, True)}
             rows.append({"models": [args.models[i] for i in members], "one_view": accuracy[False],
                          "flip_tta": accuracy[True]})
             print(f"| {' + '.join(args.models[i] for i in members)} | {accuracy[False]:.2%} | "
                   f"{accuracy[True]:.2%} |", flush=True)
-    wrong = [(probabilities[False][i].argmax(-1) != truth).float() for i in range(len(models))]
+    wrong = [(answers[False][i].argmax(-1) != truth).float() for i in range(len(models))]
     print("\n| pair, one view | first wrong | second wrong | both wrong |\n|---|---|---|---|")
     for first, second in itertools.combinations(range(len(models)), 2):
         shares = [float(share.mean()) for share in (wrong[first], wrong[second], wrong[first] * wrong[second])]

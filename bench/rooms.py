@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from machine import machine_line
 from paths import add_data_arguments
 
@@ -48,10 +49,14 @@ def far_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return jpeg(cv2.resize(small, face.shape[::-1], interpolation=cv2.INTER_LINEAR), 60)
 
 
+def probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512) -> torch.Tensor:
+    """Each face's class probabilities (with the model's own flip TTA setting), in batches."""
+    return torch.cat([model.predict_proba(faces[i:i + batch_size]) for i in range(0, len(faces), batch_size)])
+
+
 def predict(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512) -> np.ndarray:
     """Each face's most likely class id, one view, in batches."""
-    return np.concatenate([model.predict_proba(faces[i:i + batch_size]).argmax(-1).numpy()
-                           for i in range(0, len(faces), batch_size)])
+    return probabilities(model, faces, batch_size).argmax(-1).numpy()
 
 
 ROOMS = {"fer2013": None, "dim": dim_room, "sidelight": sidelit_room, "far": far_room}

@@ -86,17 +86,18 @@ class EmotionTrainer(Trainer):
     def _teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The mean of the teachers' probabilities (and of each face's mirror image with teacher_flip_tta), as
         log-probabilities: logits of that mean, equal to one teacher's own logits up to a constant."""
-        views = [pixel_values, pixel_values.flip(-1)] if self.model_args.teacher_flip_tta else [pixel_values]
+        views = 2 if self.model_args.teacher_flip_tta else 1
+        batch = torch.cat([pixel_values, pixel_values.flip(-1)]) if views == 2 else pixel_values
         answers = []
         for teacher in self.teachers:
             teacher.to(pixel_values.device)
             size = teacher.config.image_size if hasattr(teacher.config, "image_size") else None
-            batch = torch.cat(views)
+            seen = batch
             if isinstance(size, int) and size != batch.shape[-1]:  # same normalisation, other resolution
-                batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
-            log_probabilities = teacher(pixel_values=batch).logits.float().log_softmax(-1)
-            answers.append(log_probabilities.view(len(views), len(pixel_values), -1))
-        return torch.cat(answers).logsumexp(0) - math.log(len(answers) * len(views))
+                seen = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+            log_probabilities = teacher(pixel_values=seen).logits.float().log_softmax(-1)
+            answers.append(log_probabilities.view(views, len(pixel_values), -1))
+        return torch.cat(answers).logsumexp(0) - math.log(len(answers) * views)
 
     def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         teacher = self._teacher_logits(pixel_values)
