@@ -3,8 +3,10 @@
 A Trainer checkpoint holds the model, optimizer, scheduler, step and the python, numpy and torch
 random states, and the Trainer's sampler is seeded per epoch, so the data order comes back too.
 What it does not know is albumentations' own generator, which draws every augmentation: it is
-saved beside each checkpoint and restored on resume. A run stopped and resumed so ends with the
-same weights as one that ran straight through (tests/test_training.py checks it bit for bit).
+saved beside each checkpoint and restored on resume (DataLoader workers reseed it from torch's
+per-worker seed instead, which the Trainer's saved torch state brings back; see
+`transforms.train_transform`). A run stopped and resumed so ends with the same weights as one that
+ran straight through (tests/test_training.py checks it bit for bit).
 """
 
 from __future__ import annotations
@@ -24,16 +26,6 @@ logger = logging.getLogger(__name__)
 AUGMENTATION_STATE = "augmentation_rng.json"
 CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last into a checkpoint folder: nothing is missing
 CHUNK_LOG = "chunks.jsonl"  # one line per invocation of a run: what it trained and how it scored
-
-
-def seed_augmentation(augmentation: A.Compose, seed: int) -> None:
-    """One numpy and one python generator for every transform of the pipeline, seeded.
-
-    albumentations' own `seed=` gives each transform a generator of the same seed, so their
-    draws are correlated (a flip and a dropout deciding from the same numbers); one shared
-    stream avoids that and is a single state to save.
-    """
-    augmentation.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 class AugmentationState(TrainerCallback):

@@ -34,7 +34,6 @@ from .resume import (
     ChunkLog,
     CompleteCheckpoints,
     last_complete_checkpoint,
-    seed_augmentation,
 )
 from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_teachers, make_compute_metrics
 from .transforms import (
@@ -42,6 +41,7 @@ from .transforms import (
     DetectorFraming,
     Preprocessing,
     eval_transform,
+    seed_augmentation,
     train_transform,
     training_augmentation,
 )

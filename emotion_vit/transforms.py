@@ -11,6 +11,7 @@ folds colour to luminance (see `emotion_vit.model.fold_grayscale_into_model`).
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,31 @@ def training_augmentation(strength: float = 1.0, seed: int | None = None,
     ], seed=seed)
 
 
+def seed_augmentation(augmentation: A.Compose, seed: int) -> None:
+    """One numpy and one python generator for every transform of the pipeline, seeded.
+
+    albumentations' own `seed=` gives each transform a generator of the same seed, so their
+    draws are correlated (a flip and a dropout deciding from the same numbers); one shared
+    stream avoids that and is a single state to save.
+    """
+    augmentation.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 def train_transform(preprocessing: Preprocessing, augmentation: A.Compose):
-    """A `Dataset.set_transform` function: augmented, preprocessed pixel_values and labels."""
+    """A `Dataset.set_transform` function: augmented, preprocessed pixel_values and labels.
+
+    In a DataLoader worker (`dataloader_num_workers` > 0, as on a GPU) the augmentation is first
+    reseeded from the worker's own seed, which torch draws afresh for each worker and epoch: forked
+    workers would otherwise share the parent's generator, so every worker, every epoch, would replay
+    the same draws."""
+    seeded_for = None
+
     def transform(batch):
+        nonlocal seeded_for
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and worker.seed != seeded_for:
+            seed_augmentation(augmentation, worker.seed % 2**32)
+            seeded_for = worker.seed
         faces = [augmentation(image=preprocessing.gray(image_array(image)))["image"] for image in batch["image"]]
         return {"pixel_values": preprocessing(faces), "labels": torch.tensor(batch["label"])}
     return transform

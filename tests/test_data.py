@@ -174,3 +174,23 @@ def test_poor_camera_degrades_a_share_of_faces_reproducibly():
     assert sum(changed) >= 0.8 * len(faces)  # each of its five parts is drawn on its own: few faces escape all
     assert np.mean(views) < np.mean(clean_views) - 5  # the dim room's gamma and brightness only darken
     assert len(clean.transforms) + 1 == len(degraded.transforms)  # off unless asked for
+
+
+def test_each_dataloader_worker_and_epoch_draws_its_own_augmentations():
+    """Forked workers share the parent's augmentation generator unless reseeded: without the reseed both
+    workers, every epoch, give the same face the same views."""
+    import torch
+
+    from emotion_vit.transforms import Preprocessing, seed_augmentation, train_transform, training_augmentation
+    face = pattern_face(3, 0)
+    dataset = Dataset.from_dict({"image": [face] * 8, "label": [0] * 8})
+    augmentation = training_augmentation(1.0)
+    seed_augmentation(augmentation, 42)
+    dataset.set_transform(train_transform(Preprocessing(64), augmentation))
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2)
+    (first, second), (again, _) = ([batch["pixel_values"] for batch in loader] for _ in range(2))
+    assert not torch.equal(first, second)  # worker 0's batch against worker 1's: the same face eight times
+    assert not torch.equal(first, again)  # worker 0 in the first epoch and the second
+    torch.manual_seed(0)
+    assert torch.equal(next(iter(loader))["pixel_values"], first)  # torch's seed still decides: reproducible
