@@ -5,7 +5,9 @@
 FER2013 has no cameras or rooms to hold out, so each room gives every face of the split one camera
 (seeded per face): `fer2013` (as given), `dim` (a third of the light, the webcam's noise and JPEG),
 `sidelight` (a window on one side: the light falls from 1.2x to 0.3x across the face), `far` (a
-distant camera: the face 16-24 px across, enlarged back, JPEG). One view per face, as the live view.
+distant camera: the face 16-24 px across, enlarged back, JPEG), and two that lose nothing, so that
+an adapter has something to learn: `tilted` (a camera mounted 20 degrees askew) and `loose` (framed
+looser than FER2013: the face fills 70-80% of the square). One view per face, as the live view.
 bench/fewshot.py --parts room --rooms ... adapts to the same rooms from k references per label.
 """
 
@@ -49,6 +51,22 @@ def far_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return jpeg(cv2.resize(small, face.shape[::-1], interpolation=cv2.INTER_LINEAR), 60)
 
 
+def tilted_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A camera mounted askew: every face turned by 20 degrees (+-3), the corners filled by reflection.
+    Unlike the rooms above nothing is lost, so an adapter has something to learn."""
+    height, width = face.shape
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), 20 + rng.uniform(-3, 3), 1.0)
+    return cv2.warpAffine(face, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def loose_room(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Framed looser than FER2013 (another detector's crop, a portrait studio's): the face fills 70-80% of
+    the square, the rest its replicated border. Nothing is lost either."""
+    height, width = face.shape
+    shrink = cv2.getRotationMatrix2D((width / 2, height / 2), 0, rng.uniform(0.7, 0.8))
+    return cv2.warpAffine(face, shrink, (width, height), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
 def probabilities(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512) -> torch.Tensor:
     """Each face's class probabilities (with the model's own flip TTA setting), in batches."""
     return torch.cat([model.predict_proba(faces[i:i + batch_size]) for i in range(0, len(faces), batch_size)])
@@ -59,7 +77,8 @@ def predict(model: EmotionModel, faces: list[np.ndarray], batch_size: int = 512)
     return probabilities(model, faces, batch_size).argmax(-1).numpy()
 
 
-ROOMS = {"fer2013": None, "dim": dim_room, "sidelight": sidelit_room, "far": far_room}
+ROOMS = {"fer2013": None, "dim": dim_room, "sidelight": sidelit_room, "far": far_room, "tilted": tilted_room,
+         "loose": loose_room}
 
 
 def in_room(faces: list[np.ndarray], room_name: str) -> list[np.ndarray]:
