@@ -12,7 +12,8 @@ c. Room: every label referenced, k = 1, 5 per label from one half of PublicTest;
    other half, before and after. FER2013 has no subjects or cameras to hold out, so each `--rooms`
    gives every face of the split one camera: `fer2013` (as given: a same-domain proxy that measures
    harm, not gain), `dim` (a dark room and a noisy, compressing webcam), `sidelight` (a window on one
-   side: light falls off across the face), `far` (a distant camera: the face 16-24 px across).
+   side: light falls off across the face), `far` (a distant camera: the face 16-24 px across), and two
+   that lose nothing: `tilted` (a camera 20 degrees askew), `loose` (framed looser than FER2013).
 d. Wall time and adapter size for 7 labels x 5 references.
 Every cell is mean +- std over `--draws` seeded draws of references.
 """
