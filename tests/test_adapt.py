@@ -373,7 +373,7 @@ def test_visitors_adapters_are_their_own(tmp_path):
 
 
 def test_head_folds_deal_every_label_round():
-    from emotion_vit.adapt.peft_methods import reference_folds
+    from emotion_vit.adapt.checks import reference_folds
     one_each = reference_folds(torch.arange(7), 5)  # k = 1 of 7 labels: 5 folds, each some labels' only face
     assert len(one_each) == 5 and sorted(torch.cat(one_each).tolist()) == list(range(7))
     five_each = reference_folds(torch.arange(7).repeat_interleave(5), 5)
@@ -403,6 +403,44 @@ def test_head_keeps_its_update_at_the_strength_held_out_references_favour(base_w
     _scale_update(model, 0.0)
     with torch.inference_mode():
         assert torch.allclose(model(pixel_values=faces).logits, base.model(pixel_values=faces).logits, atol=1e-5)
+
+
+def test_confusion_learns_what_a_room_calls_each_answer(base_without_surprise, tmp_path):
+    """A room that names the model's answers consistently otherwise (its patterns as their neighbours'
+    labels): the confusion matrix learns the renaming from the references, says so when built, saves and
+    loads to the same outputs, and the same references give the same bytes."""
+    base = base_without_surprise
+    renamed = {name: base.labels[(i + 1) % len(base.labels)] for i, name in enumerate(base.labels)}
+    refs = References()
+    for name in base.labels:
+        for i in range(4):
+            refs.add_image(np.asarray(pattern_face(EMOTIONS.index(name), 700 + i)), renamed[name], f"{name}{i}", None)
+    model, metadata = build_adapter(base, refs, "room", AdaptOptions(method="confusion"))
+    folds = metadata["cross_validation"]
+    assert folds["folds"] == 5 and folds["strength"] == 1.0
+    assert folds["held_out_right"]["1.0"] >= folds["held_out_right"]["0.0"] + 0.5
+    assert check_lines(metadata)[0].startswith("references held out in 5 folds, labelled right by: the model alone ")
+    faces = [np.asarray(pattern_face(EMOTIONS.index(name), 990)) for name in base.labels]
+    folder = save_adapter(model, metadata, tmp_path / "room")
+    loaded = load_adapter(base, folder)
+    answers = [loaded.labels[i] for i in loaded.predict_proba(faces).argmax(-1).tolist()]
+    assert sum(answer == renamed[name] for answer, name in zip(answers, base.labels)) >= len(base.labels) - 1
+    with torch.inference_mode():
+        expected = model(pixel_values=base.preprocessing(faces)).logits.softmax(-1)
+    assert torch.allclose(loaded.predict_proba(faces), expected, atol=1e-6)
+    again = save_adapter(*build_adapter(base, refs, "room", AdaptOptions(method="confusion")), tmp_path / "again")
+    assert (again / "adapter_model.safetensors").read_bytes() == (folder / "adapter_model.safetensors").read_bytes()
+
+
+def test_confusion_without_evidence_keeps_the_answers_and_needs_a_whole_room(base):
+    from emotion_vit.adapt.confusion import at_strength, fit_transition
+    probabilities = torch.softmax(torch.randn(40, 7) * 3, -1)
+    transition = fit_transition(probabilities, probabilities.argmax(-1))  # references the model gets right
+    assert torch.equal((probabilities @ transition.T).argmax(-1), probabilities.argmax(-1))
+    assert torch.allclose(transition.sum(0), torch.ones(7)) and bool((transition.diagonal() > 0.8).all())
+    assert torch.equal(at_strength(transition, 0.0), torch.eye(7))
+    with pytest.raises(AdaptError, match="missing: .*new: bored"):
+        build_adapter(base, pattern_refs({"happy": 2, "bored": 2}), "room", AdaptOptions(method="confusion"))
 
 
 def test_build_time_checks_leave_one_out_and_firing_rates():
@@ -449,10 +487,18 @@ def test_an_adapter_reports_its_checks_per_label():
     assert lines[1].startswith("happy: leave-one-out ")
 
 
-def test_auto_picks_head_for_a_room_and_prototype_otherwise(base):
-    room = pattern_refs({label: 1 for label in EMOTIONS})
+def test_auto_picks_a_room_method_by_held_out_references_and_prototype_otherwise(base):
+    room = pattern_refs({label: 2 for label in EMOTIONS})
     _, metadata = build_adapter(base, room, "room", QUICK)
-    assert metadata["method"] == "head" and metadata["options"]["method"] == "head"
+    shares = metadata["chosen_from"]
+    assert set(shares) == {"confusion", "head"} and metadata["method"] == metadata["options"]["method"]
+    assert shares[metadata["method"]] == max(shares.values()) and 0 <= min(shares.values()) <= 1
+    assert check_lines(metadata)[0].startswith(f"method auto: {metadata['method']} kept (held-out references ")
+    alone, _ = build_adapter(base, room, "room", replace(QUICK, method=metadata["method"]))
+    built, _ = build_adapter(base, room, "room", QUICK)
+    faces = base.preprocessing(room.crops)
+    with torch.inference_mode():  # the kept method's adapter, as if it had been asked for alone
+        assert torch.equal(built(pixel_values=faces).logits, alone(pixel_values=faces).logits)
     _, metadata = build_adapter(base, pattern_refs({"happy": 2, "bored": 2}), "new", QUICK)
     assert metadata["method"] == "prototype" and "gates" in metadata
     _, metadata = build_adapter(base, room, "asked", dataclasses.replace(QUICK, method="lora"))

@@ -2,9 +2,11 @@
 
     references/happy/*.jpg, references/confused/*.jpg, ...   (any size; faces are found and cropped)
         -> faces cropped as the live pipeline crops them
-        -> one of three methods (`AdaptOptions.method`):
+        -> one of four methods (`AdaptOptions.method`; "auto", the default, takes prototype for new or
+           single labels, and in a room, every base label referenced, builds confusion and head and keeps
+           the one that labels held-out references right most often)
 
-    "prototype" (the default: it measured best in bench/fewshot.py, docs/benchmarks.md)
+    "prototype"
         A calibrated gate per referenced label on the frozen model's embedding. The label's
         prototype is the mean direction of its references' augmented views; the gate opens
         when a face's cosine similarity to it passes a threshold set so that only
@@ -26,6 +28,10 @@
         A low-rank (LoRA) update of the classifier alone on frozen features of augmented views,
         against the replayed features; peft layout. Cross-validated on the references when built,
         it keeps only as much of the update as the held-out references support (0 to all of it).
+    "confusion"
+        The model untouched, its probabilities mapped through a confusion matrix fitted to the
+        references: what the room calls each of the model's answers (a room read consistently wrong).
+        Every base label referenced, no new label. The matrix in adapter_model.safetensors.
 """
 
 from ..features import (

@@ -9,9 +9,11 @@ A prototype adapter:
   cross-fitted (thresholds from one half, rates on the other), per base class. A label that takes
   many faces of some class would swallow it.
 
-A head adapter: its references cross-validated in folds, each labelled by the model alone and by
+A head or confusion adapter: its references cross-validated in folds, each labelled by the model alone and by
 the update trained without its fold, at half and whole strength; the smallest strength within one
 standard error of the best is kept.
+
+A confusion adapter: the same, with the matrix fitted without the fold mixed into the identity.
 """
 
 from __future__ import annotations
@@ -21,8 +23,33 @@ from torch import nn
 
 from .gates import calibrate_gates, gate_layer
 
+STRENGTHS = (0.0, 0.5, 1.0)  # head, confusion: the update's strengths tried on held-out references
 SWALLOW_RATE = 0.10  # a gate that takes more than this share of some other class's faces gets a warning
 WEAK_LEAVE_ONE_OUT = 0.5  # ... and so does a label whose held-out references come out right less often
+
+
+def parsimonious_strength(shares: torch.Tensor, count: int) -> float:
+    """The one-standard-error rule (Hastie, Tibshirani and Friedman, The Elements of Statistical
+    Learning, 7.10): the smallest strength whose held-out share is within one standard error of the
+    best's. A few dozen references are a noisy measure: an update kept for a gain of a reference or
+    two cost the scored faces 1.4-2.8 points on FER2013 rooms (docs/benchmarks.md); a large gain survives.
+    `shares` are the held-out shares at each of STRENGTHS."""
+    best = float(shares.max())
+    error = (best * (1 - best) / count) ** 0.5
+    return next(s for s, share in zip(STRENGTHS, shares.tolist()) if share >= best - error)
+
+
+def reference_folds(label_ids: torch.Tensor, folds: int) -> list[torch.Tensor]:
+    """Indices of the references in each fold: each label's references dealt round the folds in turn,
+    so that every fold holds out some of most labels (with one reference per label too). No folds
+    for fewer than two references."""
+    labels = label_ids.tolist()
+    rank = [labels[:i].count(label) for i, label in enumerate(labels)]  # the how-manieth of its label
+    dealt = sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))
+    count = min(folds, len(dealt))
+    if count < 2:
+        return []
+    return [torch.tensor(sorted(dealt[f::count])) for f in range(count)]
 
 
 def views_of_reference(index: int, references: int, views: int) -> list[int]:
@@ -86,8 +113,7 @@ def warnings_for(label: str, loo: float | None, fires_on: dict[str, float]) -> l
 
 
 def strength_lines(cross_validation: dict) -> list[str]:
-    """The head's cross-validation (emotion_vit/adapt/peft_methods.py): a line, and a warning where
-    the update was dropped."""
+    """The cross-validation of head or confusion: a line, and a warning where the update was dropped."""
     if not cross_validation.get("folds"):
         return []
     right = cross_validation["held_out_right"]
@@ -104,6 +130,9 @@ def strength_lines(cross_validation: dict) -> list[str]:
 def check_lines(metadata: dict) -> list[str]:
     """One line per gate of a built adapter (its metadata), then its warnings: for the CLI and the app."""
     lines = strength_lines(metadata.get("cross_validation", {}))
+    if metadata.get("chosen_from"):  # auto in a room built both room methods
+        shares = ", ".join(f"{method} {share:.0%}" for method, share in metadata["chosen_from"].items())
+        lines.insert(0, f"method auto: {metadata['method']} kept (held-out references labelled right by {shares})")
     for label, gate in metadata.get("gates", {}).items():
         loo = gate.get("leave_one_out")
         held_out = "leave-one-out n/a (1 reference)" if loo is None else f"leave-one-out {loo:.0%} right"

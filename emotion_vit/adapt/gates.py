@@ -26,6 +26,8 @@ class PrototypeGate(nn.Module):
     returned as log p, so that softmax(output) == p: every caller (pipeline, flip TTA, API) treats
     it as logits. While no gate is open the base model's probabilities are unchanged."""
 
+    FORMAT = "emotion_vit.gates"  # saved in the safetensors header
+
     def __init__(self, base: nn.Linear, num_labels: int, prototypes: torch.Tensor, thresholds: torch.Tensor,
                  temperatures: torch.Tensor, targets: torch.Tensor):
         super().__init__()

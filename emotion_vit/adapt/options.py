@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("auto", "prototype", "lora", "head")
+METHODS = ("auto", "prototype", "lora", "head", "confusion")
 
 
 class AdaptError(ValueError):
@@ -19,16 +19,19 @@ def _option(default, help_text: str, **metadata):
 class AdaptOptions:
     """How an adapter is built: each option is a flag of `train.py adapt` (emotion_vit/flags.py)."""
 
-    method: str = _option("auto", "auto: head when every base label has references (a room), else prototype; "
+    method: str = _option("auto", "auto: confusion or head, whichever held-out references favour, when every "
+                          "base label has references (a room), else prototype; "
                           "prototype: calibrated gates (the other classes keep the base's answers); lora: peft LoRA "
-                          "(moves the backbone); head: a low-rank update of the classifier.", choices=list(METHODS))
+                          "(moves the backbone); head: a low-rank update of the classifier; confusion: the model's "
+                          "answers renamed as the room's references name them.", choices=list(METHODS))
     false_positive_rate: float = _option(0.02, "prototype: the share of other classes' faces a gate may take.")
     views_per_label: int = _option(32, "prototype: augmented views of each label's references.")
     rank: int = _option(8, "lora, head: rank of the low-rank update.")
     alpha: int = _option(16, "lora, head: LoRA scaling (alpha / rank).")
     include_mlp: bool = _option(False, "lora: also adapt the MLP projections, not only attention.")
     steps: int = _option(80, "lora: training steps at most (head: 3x as many); stops once the references fit.")
-    head_folds: int = _option(5, "head: folds of the references to choose the update's strength on (0: keep it whole).")
+    head_folds: int = _option(5, "head, confusion: folds of the references to cross-validate on (head: 0 keeps its "
+                              "update whole).")
     batch_size: int = _option(32, "lora, head: reference views per step.")
     learning_rate: float = _option(2e-4, "lora: rate of the LoRA matrices (small: the features move little).")
     head_learning_rate: float = _option(2e-3, "lora, head: rate of the classifier.")
@@ -40,10 +43,12 @@ class AdaptOptions:
     seed: int = _option(42, "Seed of every random draw: the same references and seed give the same adapter.")
 
 
-def resolve_method(method: str, base_labels: list[str], referenced: list[str]) -> str:
-    """What "auto" means for these references. Measured (docs/benchmarks.md, and the lab data of the
-    few-shot issue): with every base label referenced, a room's camera and faces, `head` gained most
-    and lost least; otherwise new or single labels, where `prototype` keeps the other classes safe."""
+def candidate_methods(method: str, base_labels: list[str], referenced: list[str]) -> tuple[str, ...]:
+    """What "auto" means for these references. With every base label referenced (a room), both room
+    methods are built and the one the held-out references favour is kept, confusion on a tie (it
+    changes least): a room read consistently wrong is renamed by confusion, one whose faces the
+    features place differently is learned by head (docs/benchmarks.md, "Every label referenced").
+    Otherwise new or single labels, where `prototype` keeps the other classes safe."""
     if method != "auto":
-        return method
-    return "head" if set(base_labels) <= set(referenced) else "prototype"
+        return (method,)
+    return ("confusion", "head") if set(base_labels) <= set(referenced) else ("prototype",)

@@ -13,13 +13,13 @@ from torch import nn
 from ..features import FeatureReplay, embeddings, load_feature_stats
 from ..model import EmotionModel
 from ..transforms import Preprocessing, training_augmentation
+from .checks import STRENGTHS, parsimonious_strength, reference_folds
 from .classifier import grow_classifier, imprint
 from .options import AdaptOptions
 from .references import References
 
 ATTENTION_LINEARS = r".*\.attention\.(query|key|value|proj|q_proj|k_proj|v_proj|o_proj)$"
 MLP_LINEARS = r".*\.mlp\.(dense1|dense2|fc1|fc2)$"
-HEAD_STRENGTHS = (0.0, 0.5, 1.0)  # head: the update's strengths tried on held-out references
 
 
 def _target_modules(options: AdaptOptions) -> str:
@@ -121,7 +121,7 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, pre
     targets = torch.cat([labels for _, labels, _ in batches])
     sources = torch.cat([picks for _, _, picks in batches])
     start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    right = torch.zeros(len(HEAD_STRENGTHS))
+    right = torch.zeros(len(STRENGTHS))
     folds = reference_folds(label_ids, options.head_folds)
     for i, fold in enumerate(folds):
         kept = ~torch.isin(sources, fold)  # the views of the other folds' references
@@ -131,35 +131,12 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, pre
         progress(0.8 * (i + 1) / (len(folds) + 1), f"cross-validated fold {i + 1}/{len(folds)}")
     steps = _fit_head(model, features, targets, replay, options)
     shares = right / len(refs.labels)
-    strength = _parsimonious_strength(shares, len(refs.labels)) if folds else 1.0
+    strength = parsimonious_strength(shares, len(refs.labels)) if folds else 1.0
     _scale_update(model, strength)
     progress(0.95, f"kept at strength {strength}")
     return steps, {"cross_validation": {
         "folds": len(folds), "strength": strength,
-        "held_out_right": {str(s): round(float(x), 3) for s, x in zip(HEAD_STRENGTHS, shares)} if folds else {}}}
-
-
-def _parsimonious_strength(shares: torch.Tensor, count: int) -> float:
-    """The one-standard-error rule (Hastie, Tibshirani and Friedman, The Elements of Statistical
-    Learning, 7.10): the smallest strength whose held-out share is within one standard error of the
-    best's. A few dozen references are a noisy measure: an update kept for a gain of a reference or
-    two cost the scored faces 1.4-2.8 points on FER2013 rooms (docs/benchmarks.md); a large gain survives."""
-    best = float(shares.max())
-    error = (best * (1 - best) / count) ** 0.5
-    return next(s for s, share in zip(HEAD_STRENGTHS, shares.tolist()) if share >= best - error)
-
-
-def reference_folds(label_ids: torch.Tensor, folds: int) -> list[torch.Tensor]:
-    """Indices of the references in each fold: each label's references dealt round the folds in turn,
-    so that every fold holds out some of most labels (with one reference per label too). No folds
-    for fewer than two references."""
-    labels = label_ids.tolist()
-    rank = [labels[:i].count(label) for i, label in enumerate(labels)]  # the how-manieth of its label
-    dealt = sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))
-    count = min(folds, len(dealt))
-    if count < 2:
-        return []
-    return [torch.tensor(sorted(dealt[f::count])) for f in range(count)]
+        "held_out_right": {str(s): round(float(x), 3) for s, x in zip(STRENGTHS, shares)} if folds else {}}}
 
 
 def _fit_head(model: PeftModel, features: torch.Tensor, targets: torch.Tensor, replay: FeatureReplay | None,
@@ -185,7 +162,7 @@ def _right_at_strengths(model: PeftModel, features: torch.Tensor, targets: torch
     adapted = classifier(features)
     with model.disable_adapter():
         base = classifier(features)
-    return torch.tensor([float(((base + s * (adapted - base)).argmax(-1) == targets).sum()) for s in HEAD_STRENGTHS])
+    return torch.tensor([float(((base + s * (adapted - base)).argmax(-1) == targets).sum()) for s in STRENGTHS])
 
 
 def _set_trainable(model: PeftModel, values: dict[str, torch.Tensor]) -> None:

@@ -11,6 +11,7 @@ from transformers import AutoModelForImageClassification
 
 from ..model import EmotionModel
 from .classifier import grow_classifier, set_labels
+from .confusion import ConfusionLayer
 from .gates import PrototypeGate
 from .options import AdaptError
 
@@ -19,15 +20,15 @@ GATE_FILE = "adapter_model.safetensors"
 
 
 def save_adapter(model: nn.Module, metadata: dict, folder: str | Path) -> Path:
-    """LoRA and head: the peft layout (adapter_config.json, adapter_model.safetensors); prototype: the
-    gates' tensors in adapter_model.safetensors. Both with emotion_adapter.json."""
+    """LoRA and head: the peft layout (adapter_config.json, adapter_model.safetensors); prototype and
+    confusion: the layer's tensors in adapter_model.safetensors. Each with emotion_adapter.json."""
     from safetensors.torch import save_file
     folder = Path(folder)
     if isinstance(model, PeftModel):
         model.save_pretrained(folder)
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(model.classifier.tensors(), str(folder / GATE_FILE), metadata={"format": "emotion_vit.gates"})
+        save_file(model.classifier.tensors(), str(folder / GATE_FILE), metadata={"format": model.classifier.FORMAT})
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     return folder
 
@@ -49,6 +50,8 @@ def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
         gates = load_file(str(folder / GATE_FILE))
         model.classifier = PrototypeGate(model.classifier, len(metadata["labels"]), **gates)
         set_labels(model, metadata["labels"])
+    elif metadata.get("method") == "confusion":
+        model.classifier = ConfusionLayer(model.classifier, **load_file(str(folder / GATE_FILE)))
     else:
         grow_classifier(model, metadata["new_labels"])
         model = PeftModel.from_pretrained(model, str(folder))
