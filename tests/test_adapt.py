@@ -383,16 +383,22 @@ def test_head_folds_deal_every_label_round():
     assert reference_folds(torch.arange(7), 0) == []
 
 
-def test_head_keeps_its_update_at_the_strength_held_out_references_favour(base_without_surprise):
-    """A room whose references the model gets wrong in a consistent way (its patterns named as their
-    neighbours' labels) keeps the update; the update scaled to 0 is the model alone."""
-    from emotion_vit.adapt.peft_methods import _scale_update
-    base = base_without_surprise
+def renamed_room(base) -> tuple[dict[str, str], References]:
+    """A room that names each of the model's patterns as its neighbour's label, 4 references each."""
     renamed = {name: base.labels[(i + 1) % len(base.labels)] for i, name in enumerate(base.labels)}
     refs = References()
     for name in base.labels:
         for i in range(4):
             refs.add_image(np.asarray(pattern_face(EMOTIONS.index(name), 700 + i)), renamed[name], f"{name}{i}", None)
+    return renamed, refs
+
+
+def test_head_keeps_its_update_at_the_strength_held_out_references_favour(base_without_surprise):
+    """A room whose references the model gets wrong in a consistent way (its patterns named as their
+    neighbours' labels) keeps the update; the update scaled to 0 is the model alone."""
+    from emotion_vit.adapt.peft_methods import _scale_update
+    base = base_without_surprise
+    _, refs = renamed_room(base)
     model, metadata = build_adapter(base, refs, "room", AdaptOptions(method="head", augmentation_strength=0.0))
     folds = metadata["cross_validation"]
     assert folds["folds"] == 5 and folds["strength"] > 0
@@ -410,11 +416,7 @@ def test_confusion_learns_what_a_room_calls_each_answer(base_without_surprise, t
     labels): the confusion matrix learns the renaming from the references, says so when built, saves and
     loads to the same outputs, and the same references give the same bytes."""
     base = base_without_surprise
-    renamed = {name: base.labels[(i + 1) % len(base.labels)] for i, name in enumerate(base.labels)}
-    refs = References()
-    for name in base.labels:
-        for i in range(4):
-            refs.add_image(np.asarray(pattern_face(EMOTIONS.index(name), 700 + i)), renamed[name], f"{name}{i}", None)
+    renamed, refs = renamed_room(base)
     model, metadata = build_adapter(base, refs, "room", AdaptOptions(method="confusion"))
     folds = metadata["cross_validation"]
     assert folds["folds"] == 5 and folds["strength"] == 1.0
