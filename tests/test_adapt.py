@@ -445,6 +445,17 @@ def test_confusion_without_evidence_keeps_the_answers_and_needs_a_whole_room(bas
         build_adapter(base, pattern_refs({"happy": 2, "bored": 2}), "room", AdaptOptions(method="confusion"))
 
 
+def test_the_confusion_matrix_mixes_in_float32_under_bf16():
+    """The app classifies in bf16 where the CPU has it: the 7x7 mix stays float32, so that p is not rounded."""
+    from emotion_vit.adapt.confusion import ConfusionLayer
+    torch.manual_seed(0)
+    layer = ConfusionLayer(torch.nn.Identity(), torch.softmax(torch.randn(7, 7) * 3, 0))
+    logits = torch.randn(64, 7) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = layer(logits)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, layer(logits), atol=1e-6)
+
+
 def test_build_time_checks_leave_one_out_and_firing_rates():
     """Leave-one-out: a label whose references agree is recognised when each is left out, one whose
     references point in unrelated directions is not; firing rates are per other base class."""

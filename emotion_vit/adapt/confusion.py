@@ -42,7 +42,8 @@ class ConfusionLayer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         probabilities = self.base(features).float().softmax(-1)
-        return (probabilities @ self.transition.T).clamp_min(1e-12).log()
+        with torch.autocast(features.device.type, enabled=False):  # 7x7: float32 costs nothing, bf16 would round p
+            return (probabilities @ self.transition.T).clamp_min(1e-12).log()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"transition": self.transition.contiguous()}
