@@ -39,6 +39,15 @@ def parsimonious_strength(shares: torch.Tensor, count: int) -> float:
     return next(s for s, share in zip(STRENGTHS, shares.tolist()) if share >= best - error)
 
 
+def cross_validation_record(right: torch.Tensor, count: int, folds: int) -> dict:
+    """What head and confusion keep and report: from `right`, how many of `count` held-out references
+    each of STRENGTHS labelled right over `folds` folds, the strength the one-standard-error rule keeps
+    (the update whole without folds) and the shares."""
+    shares = right / count
+    return {"folds": folds, "strength": parsimonious_strength(shares, count) if folds else 1.0,
+            "held_out_right": {str(s): round(float(x), 3) for s, x in zip(STRENGTHS, shares)} if folds else {}}
+
+
 def reference_folds(label_ids: torch.Tensor, folds: int) -> list[torch.Tensor]:
     """Indices of the references in each fold: each label's references dealt round the folds in turn,
     so that every fold holds out some of most labels (with one reference per label too). No folds

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..features import embeddings
 from ..model import EmotionModel
-from .checks import STRENGTHS, parsimonious_strength, reference_folds
+from .checks import STRENGTHS, cross_validation_record, reference_folds
 from .options import AdaptError, AdaptOptions
 from .references import References
 
@@ -99,13 +99,11 @@ def build_confusion(model: nn.Module, base: EmotionModel, refs: References, opti
         transition = fit_transition(probabilities[kept], targets[kept])
         right += torch.tensor([float((probabilities[fold] @ at_strength(transition, s).T).argmax(-1)
                                      .eq(targets[fold]).sum()) for s in STRENGTHS])
-    shares = right / len(targets)
-    strength = parsimonious_strength(shares, len(targets)) if folds else 1.0
-    model.classifier = ConfusionLayer(model.classifier, at_strength(fit_transition(probabilities, targets), strength))
-    progress(0.95, f"kept at strength {strength}")
-    return {"cross_validation": {
-        "folds": len(folds), "strength": strength,
-        "held_out_right": {str(s): round(float(x), 3) for s, x in zip(STRENGTHS, shares)} if folds else {}}}
+    record = cross_validation_record(right, len(targets), len(folds))
+    transition = at_strength(fit_transition(probabilities, targets), record["strength"])
+    model.classifier = ConfusionLayer(model.classifier, transition)
+    progress(0.95, f"kept at strength {record['strength']}")
+    return {"cross_validation": record}
 
 
 def at_strength(transition: torch.Tensor, strength: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 from ..features import FeatureReplay, embeddings, load_feature_stats
 from ..model import EmotionModel
 from ..transforms import Preprocessing, training_augmentation
-from .checks import STRENGTHS, parsimonious_strength, reference_folds
+from .checks import STRENGTHS, cross_validation_record, reference_folds
 from .classifier import grow_classifier, imprint
 from .options import AdaptOptions
 from .references import References
@@ -130,13 +130,10 @@ def _train_head(model: PeftModel, refs: References, label_ids: torch.Tensor, pre
         _set_trainable(model, start)
         progress(0.8 * (i + 1) / (len(folds) + 1), f"cross-validated fold {i + 1}/{len(folds)}")
     steps = _fit_head(model, features, targets, replay, options)
-    shares = right / len(refs.labels)
-    strength = parsimonious_strength(shares, len(refs.labels)) if folds else 1.0
-    _scale_update(model, strength)
-    progress(0.95, f"kept at strength {strength}")
-    return steps, {"cross_validation": {
-        "folds": len(folds), "strength": strength,
-        "held_out_right": {str(s): round(float(x), 3) for s, x in zip(STRENGTHS, shares)} if folds else {}}}
+    record = cross_validation_record(right, len(refs.labels), len(folds))
+    _scale_update(model, record["strength"])
+    progress(0.95, f"kept at strength {record['strength']}")
+    return steps, {"cross_validation": record}
 
 
 def _fit_head(model: PeftModel, features: torch.Tensor, targets: torch.Tensor, replay: FeatureReplay | None,
