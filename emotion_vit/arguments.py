@@ -88,6 +88,11 @@ class DataArguments(DataOptions):
         default=1.0, metadata={"help": "Scales the augmentation ranges; 0 turns augmentation off."}
     )
     mix_prob: float = field(default=0.0, metadata={"help": "Probability that a batch is mixed by MixUp or CutMix."})
+    pair_class_share: float = field(default=0.0, metadata={
+        "help": "Blends of two faces of different classes added to each training batch, as a share of it, each "
+                "pair of classes a class of its own while training (ALICE's class augmentation, "
+                "emotion_vit.transforms.PairClasses): features with room for classes the model never saw. "
+                "The model written keeps only the real classes."})
     detector_framing: str | None = field(default=None, metadata={
         "help": "A crop-geometry fit (bench/crop_geometry.py --output): re-frame training faces with its measured "
                 "detector jitter, as the live crop sees them."})

@@ -41,6 +41,23 @@ def build_model(labels: tuple[str, ...] = EMOTIONS, model_name_or_path: str | No
     return AutoModelForImageClassification.from_config(config)
 
 
+@torch.no_grad()
+def keep_first_labels(model: nn.Module, labels: list[str]) -> None:
+    """Keep only the classifier's first outputs, `labels`, and the label maps to match: what a model trained
+    with extra outputs (pair classes, `emotion_vit.transforms.PairClasses`) is written and served with."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"{type(model).__name__}: extra training outputs need a classifier that is one linear layer")
+    kept = nn.Linear(head.in_features, len(labels), bias=head.bias is not None)
+    kept.to(head.weight.device, head.weight.dtype)
+    kept.weight.copy_(head.weight[: len(labels)])
+    if head.bias is not None:
+        kept.bias.copy_(head.bias[: len(labels)])
+    model.classifier = kept
+    model.num_labels = model.config.num_labels = len(labels)
+    model.config.id2label, model.config.label2id = label_maps(labels)
+
+
 def _with_image_size(model_type: str, image_size: int, model_config: dict) -> dict:
     """Most vision configs take image_size; pass it unless the recipe set it or the type has none."""
     config = dict(model_config)

@@ -1,4 +1,4 @@
-"""The loss and the Trainer: class weights, label smoothing, MixUp/CutMix, distillation, weight reloads."""
+"""The loss and the Trainer: class weights, label smoothing, MixUp/CutMix, pair classes, distillation, reloads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from transformers import AutoModelForImageClassification, Trainer
 
 from .arguments import ModelArguments
 from .metrics import EmotionMetrics, flat_metrics
-from .transforms import BatchMixer
+from .transforms import BatchMixer, PairClasses
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class EmotionLoss:
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
-        weights = None if self.weights is None else self.weights.to(logits.device, logits.dtype)
+        # weights cover the real classes, then any pair classes: a model cut to its real classes uses the first
+        weights = None if self.weights is None else self.weights[: logits.shape[-1]].to(logits.device, logits.dtype)
         if labels.dim() == 1:
             return F.cross_entropy(logits, labels, weight=weights, label_smoothing=self.label_smoothing)
         targets = labels * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
@@ -64,17 +65,19 @@ class EmotionTrainer(Trainer):
     #48805). `from_pretrained` applies the renaming, so weights are read through it.
     """
 
-    def __init__(self, *args, mixer: BatchMixer | None = None, teachers: list | None = None,
-                 model_args: ModelArguments | None = None, **kwargs):
+    def __init__(self, *args, mixer: BatchMixer | None = None, pair_classes: PairClasses | None = None,
+                 teachers: list | None = None, model_args: ModelArguments | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.mixer = mixer
+        self.pair_classes = pair_classes
         self.teachers = [teacher.eval().requires_grad_(False) for teacher in teachers or []]
         self.model_args = model_args
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.mixer is not None and model.training:
+        if model.training:
             inputs = dict(inputs)
-            inputs["pixel_values"], inputs["labels"] = self.mixer(inputs["pixel_values"], inputs["labels"])
+            for mix in filter(None, (self.pair_classes, self.mixer)):  # pair classes first: they need hard labels
+                inputs["pixel_values"], inputs["labels"] = mix(inputs["pixel_values"], inputs["labels"])
         if not self.teachers or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -153,6 +156,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 def make_compute_metrics(labels: list[str]):
     def compute_metrics(eval_prediction) -> dict[str, float]:
         metric = EmotionMetrics(labels=labels)
-        predictions = np.argmax(eval_prediction.predictions, axis=-1)
+        # the real classes' outputs come first; any after them exist only while training (pair classes)
+        predictions = np.argmax(eval_prediction.predictions[:, : len(labels)], axis=-1)
         return flat_metrics(metric.compute(predictions=predictions, references=eval_prediction.label_ids))
     return compute_metrics

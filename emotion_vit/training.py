@@ -27,7 +27,13 @@ from .evaluation import score_split
 from .features import compute_feature_stats, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
-from .model import build_image_processor, build_model, fold_grayscale_into_model, load_emotion_model
+from .model import (
+    build_image_processor,
+    build_model,
+    fold_grayscale_into_model,
+    keep_first_labels,
+    load_emotion_model,
+)
 from .resume import (
     AugmentationState,
     ChunkBudget,
@@ -39,6 +45,7 @@ from .trainer import EmotionLoss, EmotionTrainer, class_weights, collate, load_t
 from .transforms import (
     BatchMixer,
     DetectorFraming,
+    PairClasses,
     Preprocessing,
     eval_transform,
     seed_augmentation,
@@ -62,15 +69,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     data_summary = describe(dataset)
     logger.info("data:\n%s", data_summary)
     logger.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
-    loss = EmotionLoss(class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting),
-                       training_args.label_smoothing_factor)
+    pairs = pair_classes(data_args, model_args, labels)
+    outputs = model.config.num_labels  # the labels, then any pair classes
+    weights = class_weights(dataset["train"]["label"], len(labels), data_args.class_weighting)
+    if weights is not None and outputs > len(labels):  # a pair class weighs as an average class
+        weights = torch.cat([weights, weights.new_ones(outputs - len(labels))])
+    loss = EmotionLoss(weights, training_args.label_smoothing_factor)
     augmentation_state = set_face_transforms(dataset, processor, data_args, training_args.seed)
     chunk = chunk_budget(training_args)
     averaging = WeightAverage(model, n) if (n := getattr(training_args, "average_last_epochs", None)) else None
     trainer = EmotionTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=make_compute_metrics(labels),
-        compute_loss_func=loss, mixer=BatchMixer(num_labels=len(labels), prob=data_args.mix_prob),
+        compute_loss_func=loss, mixer=BatchMixer(num_labels=outputs, prob=data_args.mix_prob), pair_classes=pairs,
         teachers=load_teachers(model_args.teacher_model, labels), model_args=model_args,
         callbacks=[augmentation_state, ChunkLog(), *(c for c in (chunk, averaging) if c)])
 
@@ -78,8 +89,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if chunk and chunk.stopped_early:
         return {}
 
+    weights_written = final_weights(trainer, training_args, averaging)
+    if outputs > len(labels):
+        keep_first_labels(trainer.model, labels)
     results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe,
-                                  final_weights(trainer, training_args, averaging))
+                                  weights_written)
     if push_to and trainer.is_world_process_zero():
         push_folder(training_args.output_dir, push_to, private=bool(training_args.hub_private_repo),
                     token=training_args.hub_token)
@@ -96,11 +110,22 @@ def start_run(model_args: ModelArguments, data_args: DataArguments, training_arg
     set_seed(training_args.seed)
     dataset = load_training_data(data_args, training_args)
     labels = dataset["train"].features["label"].names
-    model = build_model(tuple(labels), model_args.model_name_or_path, model_args.model_type,
+    pairs = pair_classes(data_args, model_args, labels)
+    outputs = tuple(labels) + tuple(pairs.names(labels) if pairs else ())
+    model = build_model(outputs, model_args.model_name_or_path, model_args.model_type,
                         model_args.model_config, model_args.image_size)
     processor = build_image_processor(model_args.image_size, model_args.image_mean, model_args.image_std,
                                       face_resolution(dataset["train"]))
     return dataset, labels, model, processor
+
+
+def pair_classes(data_args: DataArguments, model_args: ModelArguments, labels: list[str]) -> PairClasses | None:
+    """The class augmentation the recipe asks for (`pair_class_share`), or None."""
+    if not data_args.pair_class_share:
+        return None
+    if model_args.teacher_model:
+        raise ValueError("pair_class_share and teacher_model do not combine: the teachers have no pair classes")
+    return PairClasses(num_labels=len(labels), share=data_args.pair_class_share)
 
 
 def chunk_budget(training_args: TrainingArguments) -> ChunkBudget | None:

@@ -10,6 +10,7 @@ folds colour to luminance (see `emotion_vit.model.fold_grayscale_into_model`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -233,3 +234,46 @@ class BatchMixer:
             ]
             lam = 1 - box_h * box_w / (height * width)
         return pixel_values, lam * targets + (1 - lam) * targets[partner]
+
+
+@dataclass
+class PairClasses:
+    """Class augmentation (ALICE; Peng et al., "Few-Shot Class-Incremental Learning from an Open-Set
+    Perspective", ECCV 2022): blends of two faces of different classes are added to a training batch,
+    each unordered pair of classes a training class of its own (outputs `num_labels` onwards).
+
+    A classifier taught only its own classes lets its features collapse onto them, and what tells a
+    new expression apart is what it learned to ignore; separating the blends as well keeps features
+    that a few-shot adapter can use for a class the model never saw. The extra outputs exist only
+    while training (`emotion_vit.model.keep_first_labels` drops them).
+    """
+
+    num_labels: int
+    share: float = 0.0  # blends added, as a share of the batch
+    alpha: float = 20.0  # Beta(alpha, alpha) blend weight, kept within [0.4, 0.6] as ALICE does
+
+    def __post_init__(self):
+        self.pairs = list(itertools.combinations(range(self.num_labels), 2))
+        self.index = {pair: self.num_labels + i for i, pair in enumerate(self.pairs)}
+
+    def names(self, labels: list[str]) -> list[str]:
+        """Names of the pair classes, in output order after `labels`."""
+        return [f"{labels[a]}+{labels[b]}" for a, b in self.pairs]
+
+    def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count = round(self.share * len(labels))
+        if count == 0 or labels.dim() != 1:
+            return pixel_values, labels
+        partner = torch.randperm(len(labels), device=labels.device)
+        first = torch.nonzero(labels != labels[partner]).flatten()[:count]
+        if len(first) == 0:  # a batch of one class has no pairs
+            return pixel_values, labels
+        second = partner[first]
+        weight = torch.distributions.Beta(self.alpha, self.alpha).sample((len(first),)).to(pixel_values.device)
+        weight = torch.where((weight < 0.4) | (weight > 0.6), torch.full_like(weight, 0.5), weight)
+        weight = weight.to(pixel_values.dtype).view(-1, *[1] * (pixel_values.dim() - 1))
+        blends = weight * pixel_values[first] + (1 - weight) * pixel_values[second]
+        low, high = torch.minimum(labels[first], labels[second]), torch.maximum(labels[first], labels[second])
+        pair_labels = torch.tensor([self.index[(int(a), int(b))] for a, b in zip(low, high)],
+                                   dtype=labels.dtype, device=labels.device)
+        return torch.cat([pixel_values, blends]), torch.cat([labels, pair_labels])

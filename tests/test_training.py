@@ -24,7 +24,7 @@ from emotion_vit.model import build_model, fold_grayscale_into_model
 from emotion_vit.resume import AUGMENTATION_STATE, CHECKPOINT_COMPLETE, CHUNK_LOG, last_complete_checkpoint
 from emotion_vit.trainer import EmotionLoss, EmotionTrainer, class_weights
 from emotion_vit.training import train
-from emotion_vit.transforms import BatchMixer
+from emotion_vit.transforms import BatchMixer, PairClasses
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 TINY_VIT = {
@@ -413,6 +413,60 @@ def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path, monkeypatc
         assert all(labels.dim() == 1 for labels in seen[True])
     assert seen[False] and all(labels.dim() == 1 and not labels.is_floating_point() for labels in seen[False])
     assert sum(len(labels) for labels in seen[False]) >= 56  # every validation image, unmixed
+
+
+def test_pair_classes_add_blends_of_two_classes_labelled_by_their_pair():
+    torch.manual_seed(0)
+    pairs = PairClasses(num_labels=3, share=0.5)
+    assert pairs.names(["a", "b", "c"]) == ["a+b", "a+c", "b+c"]  # outputs 3, 4, 5
+    pixels = torch.eye(8).view(8, 1, 1, 8)  # face i is a 1 at position i: a blend shows its parents and shares
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    for _ in range(20):
+        mixed, mixed_labels = pairs(pixels, labels)
+        assert torch.equal(mixed[:8], pixels) and torch.equal(mixed_labels[:8], labels)
+        assert 1 <= len(mixed) - 8 <= 4 and len(mixed_labels) == len(mixed)
+        for blend, pair in zip(mixed[8:].flatten(1), mixed_labels[8:]):
+            parents = torch.nonzero(blend).flatten()
+            assert len(parents) == 2 and torch.isclose(blend.sum(), torch.tensor(1.0))
+            assert ((blend[parents] >= 0.4 - 1e-6) & (blend[parents] <= 0.6 + 1e-6)).all()
+            assert pairs.pairs[int(pair) - 3] == tuple(sorted(int(labels[i]) for i in parents))
+    one_class = torch.zeros(8, dtype=torch.long)
+    assert torch.equal(pairs(pixels, one_class)[1], one_class)  # no pair to blend
+    assert torch.equal(PairClasses(num_labels=3, share=0.0)(pixels, labels)[1], labels)
+
+
+def test_pair_classes_train_extra_outputs_and_write_the_real_classes_only(learnable_zip, tmp_path, monkeypatch):
+    """A real run: training steps see pair labels beyond the seven classes, evaluation the real faces only,
+    and the folder written has seven outputs that pipeline() names."""
+    seen = {True: [], False: []}
+    training = [None]
+    compute_loss, emotion_loss = EmotionTrainer.compute_loss, EmotionLoss.__call__
+
+    def spy_compute_loss(self, model, inputs, *args, **kwargs):
+        training[0] = model.training
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    def spy_loss(self, outputs, labels, num_items_in_batch=None):
+        seen[training[0]].append((labels.detach().clone(), outputs.logits.shape[-1]))
+        return emotion_loss(self, outputs, labels, num_items_in_batch)
+
+    monkeypatch.setattr(EmotionTrainer, "compute_loss", spy_compute_loss)
+    monkeypatch.setattr(EmotionLoss, "__call__", spy_loss)
+    output_dir = tmp_path / "pairs"
+    results = run_tiny(learnable_zip, output_dir, "--pair_class_share", "0.5", "--max_train_samples", "64")
+    outputs = len(EMOTIONS) + len(EMOTIONS) * (len(EMOTIONS) - 1) // 2
+    assert all(width == outputs for _, width in seen[True])  # 7 + 21 outputs while training
+    # evaluated with them after each epoch, then the model written is scored with its seven
+    assert [width for _, width in seen[False]][0] == outputs and seen[False][-1][1] == len(EMOTIONS)
+    assert all(len(labels) == 16 + 8 and labels[16:].min() >= len(EMOTIONS) for labels, _ in seen[True])
+    assert all(labels.max() < len(EMOTIONS) for labels, _ in seen[False])
+    assert results["validation"]["num_examples"] == 56
+    config = json.loads((output_dir / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == list(EMOTIONS)
+    assert load_file(output_dir / "model.safetensors")["classifier.weight"].shape[0] == len(EMOTIONS)
+    answer = pipeline("image-classification", model=str(output_dir), top_k=len(EMOTIONS))(
+        pattern_face(0, seed=0))
+    assert sorted(a["label"] for a in answer) == sorted(EMOTIONS)
 
 
 def test_unchanged_code_trains_under_torchrun(learnable_zip, tmp_path):
