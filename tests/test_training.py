@@ -384,11 +384,9 @@ def test_mix_prob_zero_never_mixes(tmp_path):
         assert torch.equal(labels, batch["labels"]) and torch.equal(seen, batch["pixel_values"])
 
 
-@pytest.mark.parametrize("mix_prob", [1.0, 0.0])
-def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path, monkeypatch, mix_prob):
-    """A real run: training steps' loss gets soft labels (every batch at mix_prob 1, none at 0), evaluation
-    hard ones (it failed when mixing sat in the collator, which evaluation shares)."""
-    seen = {True: [], False: []}  # model.training -> the labels the loss got
+def losses_seen(monkeypatch, with_width: bool = False) -> dict[bool, list]:
+    """Spy on a real run's loss: model.training -> the labels of each call (with the logits' width if asked)."""
+    seen = {True: [], False: []}
     training = [None]
     compute_loss, emotion_loss = EmotionTrainer.compute_loss, EmotionLoss.__call__
 
@@ -397,11 +395,20 @@ def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path, monkeypatc
         return compute_loss(self, model, inputs, *args, **kwargs)
 
     def spy_loss(self, outputs, labels, num_items_in_batch=None):
-        seen[training[0]].append(labels.detach().clone())
+        labels_seen = labels.detach().clone()
+        seen[training[0]].append((labels_seen, outputs.logits.shape[-1]) if with_width else labels_seen)
         return emotion_loss(self, outputs, labels, num_items_in_batch)
 
     monkeypatch.setattr(EmotionTrainer, "compute_loss", spy_compute_loss)
     monkeypatch.setattr(EmotionLoss, "__call__", spy_loss)
+    return seen
+
+
+@pytest.mark.parametrize("mix_prob", [1.0, 0.0])
+def test_mixup_cutmix_in_training_steps_only(learnable_zip, tmp_path, monkeypatch, mix_prob):
+    """A real run: training steps' loss gets soft labels (every batch at mix_prob 1, none at 0), evaluation
+    hard ones (it failed when mixing sat in the collator, which evaluation shares)."""
+    seen = losses_seen(monkeypatch)
     results = run_tiny(learnable_zip, tmp_path / "mixed", "--mix_prob", str(mix_prob), "--max_train_samples", "64")
     assert results["validation"]["num_examples"] == 56
     assert len(seen[True]) == 4  # 64 images, 16 a step
@@ -438,20 +445,7 @@ def test_pair_classes_add_blends_of_two_classes_labelled_by_their_pair():
 def test_pair_classes_train_extra_outputs_and_write_the_real_classes_only(learnable_zip, tmp_path, monkeypatch):
     """A real run: training steps see pair labels beyond the seven classes, evaluation the real faces only,
     and the folder written has seven outputs that pipeline() names."""
-    seen = {True: [], False: []}
-    training = [None]
-    compute_loss, emotion_loss = EmotionTrainer.compute_loss, EmotionLoss.__call__
-
-    def spy_compute_loss(self, model, inputs, *args, **kwargs):
-        training[0] = model.training
-        return compute_loss(self, model, inputs, *args, **kwargs)
-
-    def spy_loss(self, outputs, labels, num_items_in_batch=None):
-        seen[training[0]].append((labels.detach().clone(), outputs.logits.shape[-1]))
-        return emotion_loss(self, outputs, labels, num_items_in_batch)
-
-    monkeypatch.setattr(EmotionTrainer, "compute_loss", spy_compute_loss)
-    monkeypatch.setattr(EmotionLoss, "__call__", spy_loss)
+    seen = losses_seen(monkeypatch, with_width=True)
     output_dir = tmp_path / "pairs"
     results = run_tiny(learnable_zip, output_dir, "--pair_class_share", "0.5", "--max_train_samples", "64")
     outputs = len(EMOTIONS) + len(EMOTIONS) * (len(EMOTIONS) - 1) // 2
