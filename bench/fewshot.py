@@ -252,6 +252,9 @@ def main() -> None:
     # Every adapter option of `train.py adapt` (--head-folds, --false-positive-rate, --distillation-weight, ...);
     # the method comes from --methods and the seed from each draw.
     add_flags(parser, AdaptOptions, "adapter options", skip=("method", "seed"))
+    # lora's cross-validation reports on the references and changes no adapter: off here unless asked for,
+    # so that the seconds are one build's, as they were before it existed.
+    parser.set_defaults(lora_folds=0)
     args = parser.parse_args()
     args.options = from_flags(AdaptOptions, args)
     set_inference_threads()

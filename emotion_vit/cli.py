@@ -124,8 +124,10 @@ def add_exclude_labels_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_command(argv: list[str]) -> None:
+    from emotion_vit.adapt import AdaptError, load_adapter
     from emotion_vit.data import DataOptions
     from emotion_vit.evaluation import evaluate_model, format_results
+    from emotion_vit.model import load_emotion_model
 
     parser = argparse.ArgumentParser(prog="emotion-vit evaluate", description="Score a model on a split of data.")
     parser.add_argument("--model", required=True, help="Model folder or hub id.")
@@ -136,11 +138,19 @@ def evaluate_command(argv: list[str]) -> None:
     parser.add_argument("--output-dir", help="Also write eval_<split>.json and the confusion matrix (PNG, JSON) here.")
     parser.add_argument("--skip-bad-images", action="store_true", help="Skip and count unreadable images.")
     parser.add_argument("--flip-tta", action="store_true", help="Average each face's prediction with its mirror image.")
+    parser.add_argument("--adapter", help=("An adapter folder made for MODEL (train.py adapt): score the adapted "
+                                           "model; a label the data lacks is reported by the faces it takes."))
     add_exclude_labels_flag(parser)
     args = parser.parse_args(argv)
     options = DataOptions(skip_bad_images=args.skip_bad_images, exclude_labels=args.exclude_labels)
-    results = evaluate_model(args.model, args.data, args.split, args.batch_size, options, args.output_dir,
-                             args.flip_tta)
+    try:
+        model = load_emotion_model(args.model)
+        if args.adapter:
+            model = load_adapter(model, args.adapter)
+        results = evaluate_model(model, args.data, args.split, args.batch_size, options, args.output_dir,
+                                 args.flip_tta)
+    except (AdaptError, FileNotFoundError, ValueError) as error:  # a missing model, adapter or split: one line
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(format_results(results))
 
 
@@ -170,10 +180,14 @@ def evaluate_frames_command(argv: list[str]) -> None:
     parser.add_argument("--match", choices=MATCH_MODES, default="largest",
                         help="The face scored: the largest, or the one at the placed face's box (%(default)s).")
     parser.add_argument("--output-dir", help="Also write eval_frames.json and the confusion matrix (PNG, JSON) here.")
+    parser.add_argument("--adapter", help=("An adapter folder made for the model (train.py adapt): score the app's "
+                                           "path with it; a label the data lacks is reported by the faces it takes."))
     add_flags(parser, AppSettings, "the app's settings, as it serves them", skip=LIVE_ONLY_SETTINGS)
     args = parser.parse_args(argv)
+    adapter = Path(args.adapter) if args.adapter else None
+    where = {"adapters_dir": str(adapter.parent)} if adapter else {}  # the service finds adapters by name there
     try:
-        service = EmotionService(from_flags(AppSettings, args))
+        service = EmotionService(from_flags(AppSettings, args, **where))
         if is_photo_folder(args.data):
             skipped: list[str] = []
             frames = photo_folder_frames(args.data, skipped)
@@ -183,27 +197,17 @@ def evaluate_frames_command(argv: list[str]) -> None:
         else:
             total, frames = placed_frames(args.data, args.split, FrameOptions(seed=args.seed), args.limit)
             description = f"{args.data} [{args.split}] faces placed in frames (seed {args.seed})"
-        results = evaluate_frames(service, frames, args.match, total, args.output_dir, description)
+        results = evaluate_frames(service, frames, args.match, total, args.output_dir, description,
+                                  adapter.name if adapter else None)
     except (FileNotFoundError, ValueError) as error:  # a missing model or data, an unknown label: one line
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(format_frame_results(results))
 
 
-def adapt_command(argv: list[str]) -> None:
-    from emotion_vit.adapt import (
-        AdaptError,
-        AdaptOptions,
-        FeatureStatsError,
-        adapter_size_bytes,
-        build_adapter,
-        check_lines,
-        load_references,
-        save_adapter,
-    )
+def adapt_parser() -> argparse.ArgumentParser:
+    from emotion_vit.adapt import AdaptOptions
     from emotion_vit.crop import ALIGN_FACES
-    from emotion_vit.detect import create_detector
-    from emotion_vit.flags import add_flags, from_flags
-    from emotion_vit.model import load_emotion_model
+    from emotion_vit.flags import add_flags
 
     parser = argparse.ArgumentParser(prog="emotion-vit adapt", description=(
         "Build an adapter from a few labelled reference images: REFERENCES/<label>/<images>. "
@@ -218,17 +222,57 @@ def adapt_command(argv: list[str]) -> None:
                         help="Cut the references aligned by the eyes or not, as the app that uses the adapter "
                              "cuts faces (default: %(default)s, the app's).")
     add_flags(parser, AdaptOptions, "how the adapter is built")
+    checks = parser.add_argument_group("checking it on labelled faces of the base model's classes")
+    checks.add_argument("--calibration-faces", metavar="DATA", help=(
+        "Any data source of labelled faces (e.g. fer2013.zip, or a folder <label>/<image> of your own): the base "
+        "model and the adapter label a sample of them, and the report says, per class, how often each labels it "
+        "right and how often a new label takes its faces. The only such check for lora, which moves the features."))
+    checks.add_argument("--calibration-split", default="validation",
+                        help="The split of those faces to sample (default: %(default)s; FER2013: PublicTest).")
+    checks.add_argument("--calibration-per-class", type=int, default=100,
+                        help="Faces sampled per class, seeded (default: %(default)s).")
+    return parser
+
+
+def adapt_command(argv: list[str]) -> None:
+    from emotion_vit.adapt import (
+        AdaptError,
+        AdaptOptions,
+        FeatureStatsError,
+        adapted_model,
+        adapter_size_bytes,
+        build_adapter,
+        calibration_warnings,
+        check_lines,
+        check_on_faces,
+        load_calibration_faces,
+        load_references,
+        save_adapter,
+    )
+    from emotion_vit.detect import create_detector
+    from emotion_vit.flags import from_flags
+    from emotion_vit.model import load_emotion_model
+
+    parser = adapt_parser()
     args = parser.parse_args(argv)
     try:
         base = load_emotion_model(args.base)
+        faces = None  # read before the build: a wrong path fails in seconds, not after it
+        if args.calibration_faces:
+            faces = load_calibration_faces(args.calibration_faces, args.calibration_split, base.labels)
         detector = None if args.already_cropped else create_detector("retinaface")
         refs = load_references(args.references, detector, align=args.align)
         for skipped in refs.skipped:
             print(f"skipped {skipped}")
         print(f"references per label: {refs.counts()}")
         model, metadata = build_adapter(base, refs, args.name, from_flags(AdaptOptions, args))
-    except (AdaptError, FeatureStatsError, FileNotFoundError) as error:  # bad references or base: one line, exit 2
+    except (AdaptError, FeatureStatsError, FileNotFoundError, ValueError) as error:  # bad input: one line, exit 2
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if faces is not None:
+        record = check_on_faces(base, adapted_model(base, model, metadata), faces, args.calibration_per_class)
+        metadata["calibration_faces"] = {"data": Path(args.calibration_faces).name, "split": args.calibration_split,
+                                         **record}
+        metadata["warnings"] = metadata.get("warnings", []) + calibration_warnings(record, metadata["method"])
     folder = save_adapter(model, metadata, Path(args.adapters_dir) / args.name)
     print(f"adapter {args.name!r} ({metadata['method']}): labels {metadata['labels']}, "
           f"{metadata['training_steps']} steps in {metadata['seconds']:.1f} s, "

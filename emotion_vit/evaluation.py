@@ -65,5 +65,19 @@ def format_results(results: dict) -> str:
     tta = " with flip test-time augmentation" if results.get("flip_tta") else ""
     lines = [f"{results.get('model', 'model')} on {results.get('split', '?')} ({results['num_examples']} images){tta}",
              f"  accuracy  {flat['accuracy']:.2%}", f"  macro-F1  {flat['macro_f1']:.4f}", "  recall per class:"]
-    lines += [f"    {name:<10} {value:.2%}" for name, value in results["recall"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + recall_lines(results))
+
+
+def recall_lines(results: dict) -> list[str]:
+    """Recall per class the data has; for each class it lacks (an adapter's new label), the faces it took."""
+    counts = np.asarray(results["confusion_matrix"])
+    missed = results.get("missed_per_label", {})  # evaluate-frames: a face the detector missed is in no column
+    faces = counts.sum(axis=1) + np.asarray([missed.get(name, 0) for name in results["recall"]])
+    lines = [f"    {name:<10} {value:.2%}" for i, (name, value) in enumerate(results["recall"].items()) if faces[i]]
+    for j, name in enumerate(results["recall"]):
+        if not faces[j]:
+            taken = sorted(((counts[i, j] / faces[i], other) for i, other in enumerate(results["recall"]) if faces[i]),
+                           reverse=True)
+            lines.append(f"  {name} (not in the data) took " + ", ".join(f"{share:.1%} of {other}"
+                                                                       for share, other in taken) + " faces")
+    return lines

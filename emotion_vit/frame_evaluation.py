@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .crop import Box
 from .data import SPLIT_ALIASES, DataOptions, load_emotion_dataset
+from .evaluation import recall_lines
 from .frames import FrameOptions, placed_faces
 from .images import IMAGE_SUFFIXES, read_image
 from .labels import canonical_label
@@ -107,11 +108,14 @@ def placed_frames(
 
 
 def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], match: str = "largest",
-                    total: int | None = None, output_dir: str | Path | None = None, description: str = "") -> dict:
-    """Accuracy, macro-F1, per-class recall, confusion matrix and faces missed, through `service.analyze`."""
+                    total: int | None = None, output_dir: str | Path | None = None, description: str = "",
+                    adapter: str | None = None) -> dict:
+    """Accuracy, macro-F1, per-class recall, confusion matrix and faces missed, through `service.analyze`
+    (with one of the service's adapters, by name, if given)."""
     if match not in MATCH_MODES:
         raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
-    labels = service.model.labels
+    model = service.model_for(adapter)
+    labels = model.labels
     metric = EmotionMetrics(labels=labels)
     missed: Counter[str] = Counter()
     found_correct = found = 0
@@ -119,7 +123,7 @@ def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], ma
     for item in tqdm(frames, total=total, desc="frames through the app's pipeline"):
         if item.label not in labels:
             raise ValueError(f"the model has no class {item.label!r} (its classes: {labels})")
-        face = _scored_face(service.analyze(item.frame).faces, item, match)
+        face = _scored_face(service.analyze(item.frame, adapter=adapter).faces, item, match)
         truth = labels.index(item.label)
         answers.append({"frame": item.name, "label": item.label, "prediction": None if face is None else face.label})
         if face is None:
@@ -131,8 +135,8 @@ def evaluate_frames(service: EmotionService, frames: Iterable[LabelledFrame], ma
             found_correct += prediction == truth
         metric.add(prediction=prediction, reference=truth)
     results = metric.compute()
-    results.update(model=service.model.name, data=description, match=match, detector=service.settings.detector,
-                   flip_tta=service.model.flip_tta, geometry=vars(service.settings.geometry),
+    results.update(model=model.name, data=description, match=match, detector=service.settings.detector,
+                   flip_tta=model.flip_tta, geometry=vars(service.settings.geometry),
                    faces_missed=sum(missed.values()), missed_per_label=dict(missed),
                    accuracy_on_found=found_correct / found if found else 0.0, predictions=answers)
     if output_dir is not None:
@@ -162,5 +166,4 @@ def format_frame_results(results: dict) -> str:
         f"  accuracy on found  {results['accuracy_on_found']:.2%}",
         "  recall per class:",
     ]
-    lines += [f"    {name:<10} {value:.2%}" for name, value in results["recall"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + recall_lines(results))

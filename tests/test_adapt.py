@@ -108,6 +108,17 @@ def test_the_same_seed_gives_the_same_adapter(base, method):
     assert torch.equal(*outputs)
 
 
+def test_lora_cross_validation_reports_and_changes_nothing(base):
+    refs = pattern_refs({"happy": 2, "bored": 2})
+    checked, metadata = build_adapter(base, refs, "checked", replace(QUICK, method="lora", lora_folds=2))
+    unchecked, bare = build_adapter(base, refs, "unchecked", replace(QUICK, method="lora", lora_folds=0))
+    with torch.inference_mode():
+        outputs = [model(pixel_values=base.preprocessing(refs.crops)).logits for model in (checked, unchecked)]
+    assert torch.equal(*outputs) and "cross_validation" not in bare
+    assert metadata["cross_validation"]["folds"] == 2 and set(metadata["cross_validation"]["per_label"]) == {
+        "happy", "bored"}
+
+
 def test_lora_adapters_are_the_same_bytes_on_a_busy_machine(base, tmp_path, monkeypatch):
     """Training length is counted in steps: a machine whose clock races (a busy CPU) gets the same adapter."""
     import time as time_module
@@ -234,6 +245,81 @@ def test_adapt_command(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "happy: leave-one-out n/a (1 reference); takes" in out.stdout  # the build-time checks, per label
     assert (tmp_path / "adapters" / "gate" / "adapter_model.safetensors").is_file()
+
+
+def test_calibration_faces_say_what_an_adapter_does_to_the_base_classes(base, kaggle_zip):
+    """The check on labelled faces of the base classes: each figure recomputed here from the two models'
+    own answers on the sampled faces."""
+    from emotion_vit.adapt import adapted_model, calibration_warnings, check_on_faces
+    from emotion_vit.adapt.checks import calibration_sample
+    from emotion_vit.data import load_emotion_dataset
+    model, metadata = build_adapter(base, pattern_refs({"bored": 2}), "bored", replace(QUICK, method="lora"))
+    adapted = adapted_model(base, model, metadata)
+    faces = load_emotion_dataset(kaggle_zip)["train"]  # 6 faces of each class
+    record = check_on_faces(base, adapted, faces, per_class=4)
+    sample = calibration_sample(faces, 4)
+    assert record["faces"] == len(sample) == 28 and set(record["classes"]) == set(EMOTIONS)
+    crops = [np.asarray(image) for image in sample["image"]]
+    truth = np.asarray(sample["label"])
+    before = replace(base, flip_tta=True).predict_proba(crops).argmax(-1).numpy()
+    after = replace(adapted, flip_tta=True).predict_proba(crops).argmax(-1).numpy()
+    bored = adapted.labels.index("bored")
+    for i, name in enumerate(EMOTIONS):
+        scores, rows = record["classes"][name], truth == i
+        assert scores["faces"] == 4
+        assert scores["right_before"] == round(float((before[rows] == i).mean()), 3)
+        assert scores["right_after"] == round(float((after[rows] == i).mean()), 3)
+        assert scores["taken"] == {"bored": round(float((after[rows] == bored).mean()), 3)}
+    assert record["right_after"] == round(float((after == truth).mean()), 3)
+    # The warnings name a class a new label takes, and a class the adapter unlearns.
+    taken = {**record, "classes": {"happy": {"faces": 4, "right_before": 0.75, "right_after": 0.25,
+                                             "taken": {"bored": 0.5}}}}
+    warnings = calibration_warnings(taken, "lora")
+    assert any("'bored' takes over 10% of the happy (50%) calibration faces" in w for w in warnings)
+    assert any("labelled right far less often with the adapter (happy 75%->25%); prototype" in w for w in warnings)
+    assert "--false-positive-rate" in calibration_warnings(taken, "prototype")[0]
+    kept = {**record, "classes": {"happy": {"faces": 4, "right_before": 0.75, "right_after": 0.7,
+                                            "taken": {"bored": 0.05}}}}
+    assert calibration_warnings(kept, "lora") == []
+
+
+def test_evaluate_and_adapt_commands_check_an_adapter_on_labelled_faces(tmp_path, kaggle_zip):
+    import subprocess
+    import sys
+    base_dir = save_tiny_vit(tmp_path / "base")
+    refs_dir = tmp_path / "refs" / "bored"
+    refs_dir.mkdir(parents=True)
+    for i in range(2):
+        pattern_face(3, i).save(refs_dir / f"{i}.png")
+    adapt = [sys.executable, "train.py", "adapt", "--base", str(base_dir), "--references", str(tmp_path / "refs"),
+             "--adapters-dir", str(tmp_path / "adapters"), "--already-cropped", "--name", "bored",
+             "--method", "lora", "--steps", "5", "--calibration-faces", str(kaggle_zip)]
+    out = subprocess.run(adapt, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads((tmp_path / "adapters" / "bored" / "emotion_adapter.json").read_text())["calibration_faces"]
+    assert record["data"] == kaggle_zip.name and record["split"] == "validation" and record["faces"] == 14
+    assert "calibration faces (14): labelled right" in out.stdout and "bored: takes" in out.stdout
+    # lora's references cross-validated: two references, two folds, each labelled by an adapter built without it.
+    cross_validation = json.loads((tmp_path / "adapters" / "bored" / "emotion_adapter.json").read_text())[
+        "cross_validation"]
+    assert cross_validation["folds"] == 2 and set(cross_validation["per_label"]) == {"bored"}
+    assert cross_validation["held_out_right"]["0.0"] == 0  # the model alone has no "bored"
+    assert "references held out in 2 folds, labelled right by: the model alone 0%" in out.stdout
+    # The same adapter scored by `evaluate --adapter`: the new label by the faces it takes.
+    evaluate = [sys.executable, "train.py", "evaluate", "--model", str(base_dir), "--data", str(kaggle_zip),
+                "--adapter", str(tmp_path / "adapters" / "bored"), "--flip-tta"]
+    out = subprocess.run(evaluate, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "bored (not in the data) took" in out.stdout and "(14 images)" in out.stdout
+    # Bad input: one line naming it, exit 2, no traceback, and no adapter written.
+    no_split = [*adapt[:adapt.index("--name")], "--name", "broken", "--method", "lora", "--steps", "5",
+                "--calibration-faces", str(kaggle_zip), "--calibration-split", "bogus"]
+    for command, expected in ((no_split, "no 'bogus' split"),
+                              ([*evaluate, "--split", "bogus"], "split 'bogus' not in"),
+                              ([*evaluate[:-3], "--adapter", str(tmp_path)], "not an emotion adapter")):
+        out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "adapters" / "broken").exists()
 
 
 def test_personalize_flow_through_gradio_client(tmp_path):

@@ -198,3 +198,27 @@ def test_evaluate_frames_errors_are_one_line(tiny_model, tmp_path):
     Image.open(ASTRONAUT).save(tmp_path / "photos" / "happy" / "a.jpg")
     done = run_evaluate_frames("--model", str(tiny_model), "--data", str(tmp_path / "photos"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_evaluate_frames_with_an_adapter(tiny_model, tmp_path):
+    """The app's path with an adapter: a new label the photos lack is reported by the faces it took."""
+    from emotion_vit.adapt import AdaptOptions, References, build_adapter, save_adapter
+    from emotion_vit.model import load_emotion_model
+    refs = References()
+    for i in range(2):
+        refs.add_image(np.asarray(pattern_face(3, i).convert("RGB")), "bored", f"bored{i}", None)
+    options = AdaptOptions(method="lora", steps=3, batch_size=4, lora_folds=0)
+    adapter = tmp_path / "adapters" / "bored"
+    save_adapter(*build_adapter(load_emotion_model(tiny_model), refs, "bored", options), adapter)
+    photos = tmp_path / "photos" / "happy"
+    photos.mkdir(parents=True)
+    Image.open(ASTRONAUT).save(photos / "a.jpg")
+    done = run_evaluate_frames("--model", str(tiny_model), "--data", str(tmp_path / "photos"),
+                               "--adapter", str(adapter), "--output-dir", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "eval_frames.json").read_text())
+    assert results["model"].endswith("+bored") and len(results["recall"]) == 8
+    assert "bored (not in the data) took" in done.stdout and "happy" in done.stdout
+    wrong = run_evaluate_frames("--model", str(tiny_model), "--data", str(tmp_path / "photos"),
+                                "--adapter", str(tmp_path / "adapters" / "missing"))
+    assert wrong.returncode == 2 and "no adapter named 'missing'" in wrong.stderr and "Traceback" not in wrong.stderr

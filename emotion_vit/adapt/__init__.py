@@ -43,16 +43,17 @@ from ..features import (
     load_feature_stats,
 )
 from .build import build_adapter
-from .checks import check_lines
+from .checks import calibration_warnings, check_lines, check_on_faces, load_calibration_faces
 from .classifier import grow_classifier, imprint, set_labels
 from .gates import PrototypeGate, calibrate_gate
 from .options import METHODS, AdaptError, AdaptOptions
 from .references import References, label_name, load_references
-from .store import GATE_FILE, METADATA_FILE, adapter_size_bytes, load_adapter, save_adapter
+from .store import GATE_FILE, METADATA_FILE, adapted_model, adapter_size_bytes, load_adapter, save_adapter
 
 __all__ = [
     "FEATURE_STATS_FILE", "GATE_FILE", "METADATA_FILE", "METHODS", "AdaptError", "AdaptOptions", "FeatureReplay",
-    "FeatureStatsError", "PrototypeGate", "References", "adapter_size_bytes", "build_adapter", "calibrate_gate",
-    "check_lines", "compute_feature_stats", "embeddings", "grow_classifier", "imprint", "label_name", "load_adapter",
-    "load_feature_stats", "load_references", "save_adapter", "set_labels",
+    "FeatureStatsError", "PrototypeGate", "References", "adapted_model", "adapter_size_bytes", "build_adapter",
+    "calibrate_gate", "calibration_warnings", "check_lines", "check_on_faces", "compute_feature_stats", "embeddings",
+    "grow_classifier", "imprint", "label_name", "load_adapter", "load_calibration_faces", "load_feature_stats",
+    "load_references", "save_adapter", "set_labels",
 ]

@@ -11,16 +11,27 @@ A prototype adapter:
 
 A head or confusion adapter: its references cross-validated in folds, each labelled by the model alone and by
 the update trained without its fold, at half and whole strength; the smallest strength within one
-standard error of the best is kept.
+standard error of the best is kept. A lora adapter: the same folds, each labelled by an adapter built
+without it (a report: the adapter kept is built from every reference).
 
 A confusion adapter: the same, with the matrix fitted without the fold mixed into the identity.
+
+Any adapter, lora included, given labelled faces of the base classes (`train.py adapt --calibration-faces`):
+the base model and the adapted one label a sample of them, as the app serves them (with the mirror); per
+class, how often each labels it right and how often a new label takes its faces. LoRA moves the backbone,
+so the feature bank cannot say what it does to the base classes: only real faces can.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 from torch import nn
 
+from ..labels import EMOTIONS
+from ..model import EmotionModel
 from .gates import calibrate_gates, gate_layer
 
 STRENGTHS = (0.0, 0.5, 1.0)  # head, confusion: the update's strengths tried on held-out references
@@ -126,6 +137,10 @@ def strength_lines(cross_validation: dict) -> list[str]:
     if not cross_validation.get("folds"):
         return []
     right = cross_validation["held_out_right"]
+    if "per_label" in cross_validation:  # lora: a report, nothing kept or dropped
+        labels = ", ".join(f"{label} {share:.0%}" for label, share in cross_validation["per_label"].items())
+        return [f"references held out in {cross_validation['folds']} folds, labelled right by: the model alone "
+                f"{right['0.0']:.0%}, adapters built without them {right['1.0']:.0%} ({labels})"]
     named = {"0.0": "the model alone", "0.5": "half the update", "1.0": "the whole update"}
     scores = ", ".join(f"{named.get(s, s)} {share:.0%}" for s, share in right.items())
     lines = [f"references held out in {cross_validation['folds']} folds, labelled right by: {scores}; "
@@ -133,6 +148,88 @@ def strength_lines(cross_validation: dict) -> list[str]:
     if cross_validation["strength"] == 0:
         lines.append("warning: the update labelled held-out references no better than the model alone, so the "
                      "adapter changes nothing: add references of faces the model gets wrong")
+    return lines
+
+
+def calibration_sample(faces, per_class: int, seed: int = 0):
+    """Up to `per_class` faces of each class of a split (a `datasets.Dataset`), seeded."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(faces["label"])
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return faces.select(np.sort(np.concatenate(picks)).tolist())
+
+
+def load_calibration_faces(source: str, split: str, base_labels: list[str]):
+    """The faces of the base model's classes in `split` of a data source (classes it lacks left out)."""
+    from ..data import DataOptions, load_emotion_dataset  # training-side packages: not in the app's image
+    others = [name for name in EMOTIONS if name not in base_labels]
+    splits = load_emotion_dataset(source, DataOptions(exclude_labels=others))
+    if split not in splits:
+        raise FileNotFoundError(f"no {split!r} split in {source} (it has {', '.join(splits)})")
+    return splits[split]
+
+
+def check_on_faces(base: EmotionModel, adapted: EmotionModel, faces, per_class: int = 100, seed: int = 0) -> dict:
+    """`calibration_record` of an adapted model on up to `per_class` faces of each class of `faces` (a split
+    of the base model's classes), both models with the mirror, as the app serves them."""
+    from ..evaluation import score_split  # training-side packages: not in the app's image
+    sample = calibration_sample(faces, per_class, seed)
+    before = score_split(replace(base, flip_tta=True), sample, desc="calibration faces, the base model")
+    after = score_split(replace(adapted, flip_tta=True), sample, desc="calibration faces, with the adapter")
+    new_labels = [name for name in adapted.labels if name not in base.labels]
+    return calibration_record(before, after, adapted.labels, new_labels)
+
+
+def calibration_record(before: dict, after: dict, labels: list[str], new_labels: list[str]) -> dict:
+    """What the adapter did to labelled faces of the base classes: `before` and `after` are the base
+    model's and the adapted model's scores on them (`emotion_vit.evaluation.score_split`), `labels` the
+    adapted model's (the base's first)."""
+    counts = np.asarray(after["confusion_matrix"])
+    faces = counts.sum(axis=1)
+    classes = {}
+    for i, name in enumerate(labels):
+        if faces[i]:
+            classes[name] = {
+                "faces": int(faces[i]),
+                "right_before": round(before["recall"][name], 3), "right_after": round(after["recall"][name], 3),
+                "taken": {new: round(counts[i, labels.index(new)] / faces[i], 3) for new in new_labels}}
+    return {"faces": int(faces.sum()), "right_before": round(before["accuracy"], 3),
+            "right_after": round(after["accuracy"], 3), "classes": classes}
+
+
+def calibration_warnings(record: dict, method: str) -> list[str]:
+    """A new label that takes over SWALLOW_RATE of some class's faces; classes that lose more than that."""
+    advice = ("a lower --false-positive-rate makes the gates stricter" if method == "prototype"
+              else "prototype changes the base classes least")
+    notes = []
+    classes = record["classes"]
+    for new in next(iter(classes.values()), {}).get("taken", {}):
+        taken = sorted(((s["taken"][new], name) for name, s in classes.items() if s["taken"][new] > SWALLOW_RATE),
+                       reverse=True)
+        if taken:
+            listed = ", ".join(f"{name} ({share:.0%})" for share, name in taken)
+            notes.append(f"{new!r} takes over {SWALLOW_RATE:.0%} of the {listed} calibration faces: add more varied "
+                         f"references of it; {advice}")
+    lost = sorted((s["right_after"] - s["right_before"], name, s) for name, s in classes.items()
+                  if s["right_before"] - s["right_after"] > SWALLOW_RATE)
+    if lost:
+        listed = ", ".join(f"{name} {s['right_before']:.0%}->{s['right_after']:.0%}" for _, name, s in lost)
+        notes.append(f"calibration faces labelled right far less often with the adapter ({listed}); {advice}")
+    return notes
+
+
+def calibration_lines(record: dict) -> list[str]:
+    if not record:
+        return []
+    per_class = ", ".join(f"{name} {s['right_before']:.0%}->{s['right_after']:.0%}"
+                          for name, s in record["classes"].items())
+    lines = [f"calibration faces ({record['faces']}): labelled right {record['right_before']:.0%} by the base model, "
+             f"{record['right_after']:.0%} with the adapter ({per_class})"]
+    new_labels = next(iter(record["classes"].values()), {}).get("taken", {})
+    for new in new_labels:
+        taken = sorted(((s["taken"][new], name) for name, s in record["classes"].items()), reverse=True)
+        lines.append(f"{new}: takes " + ", ".join(f"{share:.0%} of {name}" for share, name in taken[:3])
+                     + " calibration faces (most-taken classes)")
     return lines
 
 
@@ -147,5 +244,6 @@ def check_lines(metadata: dict) -> list[str]:
         held_out = "leave-one-out n/a (1 reference)" if loo is None else f"leave-one-out {loo:.0%} right"
         fires = sorted(gate.get("fires_on", {}).items(), key=lambda item: -item[1])
         fired = ", ".join(f"{rate:.0%} of {name}" for name, rate in fires[:3]) or "not measured (no feature bank)"
-        lines.append(f"{label}: {held_out}; takes {fired} faces (most-taken classes)")
+        lines.append(f"{label}: {held_out}; takes {fired} of the feature bank's training faces (most-taken classes)")
+    lines += calibration_lines(metadata.get("calibration_faces", {}))
     return lines + [f"warning: {warning}" for warning in metadata.get("warnings", [])]

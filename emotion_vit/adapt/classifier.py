@@ -32,9 +32,10 @@ def set_labels(model: nn.Module, labels: list[str]) -> None:
 @torch.no_grad()
 def imprint(model: nn.Module, label_ids: list[int], crops_by_label: dict[int, torch.Tensor], num_base: int) -> None:
     """Initialise classifier rows from the mean embedding of their references (weight imprinting),
-    scaled like the base rows, so a new class starts out competitive instead of silent."""
+    scaled like the base rows, so a new class starts out competitive instead of silent. A label without
+    references here (a cross-validation fold that holds out its only one) keeps its silent zero row."""
     classifier: nn.Linear = model.classifier
     scale = classifier.weight[:num_base].norm(dim=1).mean()
-    for label_id in label_ids:
+    for label_id in filter(lambda i: i in crops_by_label, label_ids):
         mean = embeddings(model, crops_by_label[label_id]).mean(dim=0)
         classifier.weight[label_id] = F.normalize(mean, dim=0) * scale

@@ -32,6 +32,9 @@ class AdaptOptions:
     steps: int = _option(80, "lora: training steps at most (head: 3x as many); stops once the references fit.")
     head_folds: int = _option(5, "head, confusion: folds of the references to cross-validate on (head: 0 keeps its "
                               "update whole).")
+    lora_folds: int = _option(5, "lora: folds of the references to cross-validate on, each fold an adapter built "
+                              "from the others: a report of how often held-out references come out right, at "
+                              "(folds + 1) times the build time (0: none).")
     batch_size: int = _option(32, "lora, head: reference views per step.")
     learning_rate: float = _option(2e-4, "lora: rate of the LoRA matrices (small: the features move little).")
     head_learning_rate: float = _option(2e-3, "lora, head: rate of the classifier.")

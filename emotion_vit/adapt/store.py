@@ -55,10 +55,15 @@ def load_adapter(base: EmotionModel, folder: str | Path) -> EmotionModel:
     else:
         grow_classifier(model, metadata["new_labels"])
         model = PeftModel.from_pretrained(model, str(folder))
+    return adapted_model(base, model, metadata)
+
+
+def adapted_model(base: EmotionModel, model: nn.Module, metadata: dict) -> EmotionModel:
+    """A built or loaded adapter's model, served as its base is (preprocessing, mirror, precision)."""
     model.eval()
     return EmotionModel(model=model, preprocessing=base.preprocessing, labels=list(metadata["labels"]),
                         name=f"{base.name}+{metadata['name']}", sha256=base.sha256,
-                        flip_tta=base.flip_tta, bf16=base.bf16)  # it classifies as its base does
+                        flip_tta=base.flip_tta, bf16=base.bf16)
 
 def adapter_size_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
