@@ -283,24 +283,27 @@ def adapt_command(argv: list[str]) -> None:
 
 def feature_stats_command(argv: list[str]) -> None:
     from emotion_vit.data import DataOptions, load_emotion_dataset
-    from emotion_vit.features import compute_feature_stats, dataset_batches, save_feature_stats
+    from emotion_vit.features import compute_feature_stats, compute_unseen_bank, dataset_batches, save_feature_stats
     from emotion_vit.model import load_emotion_model
     from emotion_vit.transforms import eval_transform
 
     parser = argparse.ArgumentParser(prog="emotion-vit feature-stats", description=(
         "Write feature_stats.safetensors (class means, pooled covariance and a bank of real features of the "
-        "classifier's input) into a model folder, for few-shot adapters. Training writes it; this adds it to "
+        "classifier's input from the training split; a second bank from the validation split, faces the model "
+        "did not train on) into a model folder, for few-shot adapters. Training writes it; this adds it to "
         "models trained elsewhere."))
     parser.add_argument("--model", required=True, help="Model folder.")
     parser.add_argument("--data", required=True, help="The model's training data (any supported source).")
     add_exclude_labels_flag(parser)
     args = parser.parse_args(argv)
     model = load_emotion_model(args.model)
-    split = load_emotion_dataset(args.data, DataOptions(exclude_labels=args.exclude_labels))["train"]
-    if split.features["label"].names != model.labels:
-        raise SystemExit(f"data labels {split.features['label'].names} differ from the model's {model.labels}")
-    split.set_transform(eval_transform(model.preprocessing))
-    stats = compute_feature_stats(model.model, dataset_batches(split), len(model.labels))
+    splits = load_emotion_dataset(args.data, DataOptions(exclude_labels=args.exclude_labels))
+    if splits["train"].features["label"].names != model.labels:
+        raise SystemExit(f"data labels {splits['train'].features['label'].names} differ from the model's "
+                         f"{model.labels}")
+    splits.set_transform(eval_transform(model.preprocessing))
+    stats = compute_feature_stats(model.model, dataset_batches(splits["train"]), len(model.labels))
+    stats.update(compute_unseen_bank(model.model, dataset_batches(splits["validation"]), len(model.labels)))
     print(save_feature_stats(stats, model.labels, args.model))
 
 

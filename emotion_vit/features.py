@@ -52,11 +52,30 @@ def compute_feature_stats(model: nn.Module, batches, num_labels: int, bank_per_c
     means = torch.zeros(num_labels, features.shape[1]).index_add_(0, ids, features) / counts.clamp(min=1)[:, None]
     centred = features - means[ids]
     covariance = centred.T @ centred / max(len(features) - num_labels, 1)
-    generator = torch.Generator().manual_seed(seed)
-    bank = torch.cat([members[torch.randperm(len(members), generator=generator)[:bank_per_class]]
-                      for members in (torch.nonzero(ids == c).flatten() for c in range(num_labels))])
+    bank_features, bank_labels = _bank(features, ids, num_labels, bank_per_class, seed)
     return {"means": means, "counts": counts, "covariance": covariance,
-            "bank_features": features[bank].half(), "bank_labels": ids[bank]}
+            "bank_features": bank_features, "bank_labels": bank_labels}
+
+
+@torch.no_grad()
+def compute_unseen_bank(model: nn.Module, batches, num_labels: int, bank_per_class: int = 256,
+                        seed: int = 0) -> dict[str, torch.Tensor]:
+    """A bank of features of faces the model did not train on (a validation split): what a gate takes of
+    them is what it will take of a classroom's faces. Training faces sit closer to their class, so a gate
+    calibrated on them lets more unseen faces through than it did training faces (docs/benchmarks.md)."""
+    model.eval()
+    features, ids = zip(*[(embeddings(model, pixel_values).float(), torch.as_tensor(labels))
+                          for pixel_values, labels in batches])
+    bank_features, bank_labels = _bank(torch.cat(features), torch.cat(ids), num_labels, bank_per_class, seed)
+    return {"unseen_bank_features": bank_features, "unseen_bank_labels": bank_labels}
+
+
+def _bank(features: torch.Tensor, ids: torch.Tensor, num_labels: int, per_class: int, seed: int):
+    """Up to `per_class` features of each class, drawn seeded (float16), and their label ids."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.cat([members[torch.randperm(len(members), generator=generator)[:per_class]]
+                       for members in (torch.nonzero(ids == c).flatten() for c in range(num_labels))])
+    return features[picks].half(), ids[picks]
 
 def dataset_batches(split, batch_size: int = 512):
     """(pixel_values, labels) batches of a split that carries an eval transform."""

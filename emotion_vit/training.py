@@ -24,7 +24,7 @@ from .averaging import WeightAverage
 from .card import FLIP_TTA, write_model_card
 from .data import describe, face_resolution, load_emotion_dataset
 from .evaluation import score_split
-from .features import compute_feature_stats, dataset_batches, save_feature_stats
+from .features import compute_feature_stats, compute_unseen_bank, dataset_batches, save_feature_stats
 from .hub import push_folder
 from .metrics import EmotionMetrics, flat_metrics, save_confusion_matrix
 from .model import (
@@ -220,8 +220,11 @@ def finish_model_folder(trainer: Trainer, dataset, labels: list[str], data_summa
     if not trainer.is_world_process_zero():
         return results
     # Class feature statistics: the few-shot adapters replay them as the base classes' examples.
-    stats = compute_feature_stats(trainer.model, dataset_batches(dataset["train"].with_transform(
-        eval_transform(Preprocessing.from_processor(trainer.processing_class)))), len(labels))
+    as_evaluated = eval_transform(Preprocessing.from_processor(trainer.processing_class))
+    stats = compute_feature_stats(trainer.model, dataset_batches(dataset["train"].with_transform(as_evaluated)),
+                                  len(labels))
+    stats.update(compute_unseen_bank(trainer.model, dataset_batches(dataset["validation"].with_transform(
+        as_evaluated)), len(labels)))  # what the adapters' build-time report measures a gate on
     save_feature_stats(stats, labels, output_dir)
     served = dataclasses.replace(load_emotion_model(output_dir), flip_tta=True)  # as the app serves it
     for split in list(results):

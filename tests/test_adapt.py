@@ -372,6 +372,8 @@ def base_without_surprise(learnable_zip, tmp_path_factory):
     with safe_open(str(output_dir / "feature_stats.safetensors"), "pt") as stats:  # per class: up to 256 real features
         counts = torch.bincount(stats.get_tensor("bank_labels"), minlength=6)
         assert stats.get_tensor("bank_features").shape == (int(counts.sum()), 32) and 0 < counts.min() <= 256
+        unseen = torch.bincount(stats.get_tensor("unseen_bank_labels"), minlength=6)  # the validation split's faces
+        assert unseen.tolist() == [8] * 6 and stats.get_tensor("unseen_bank_features").shape == (48, 32)
     return load_emotion_model(output_dir)
 
 
@@ -584,6 +586,23 @@ def test_an_adapter_reports_its_checks_per_label():
     lines = check_lines(metadata)
     assert lines[0].startswith("confused: leave-one-out n/a (1 reference); takes ")
     assert lines[1].startswith("happy: leave-one-out ")
+    # The shipped model carries a bank of PublicTest faces: the rates are measured there, on faces it never
+    # trained on, with the gates exactly as built.
+    assert metadata["fires_on_faces"] == "unseen" and "faces the model did not train on" in lines[0]
+    from emotion_vit.adapt.gates import unseen_bank
+    features, names = unseen_bank(base)
+    assert len(features) == 1592 and set(names) == set(EMOTIONS)  # 256 of each class, PublicTest's 56 disgust
+
+
+def test_unseen_rates_are_shares_of_each_other_class_a_gate_lets_through():
+    from emotion_vit.adapt.checks import unseen_rates
+    features = torch.eye(4)[[0, 0, 1, 1, 2, 3, 3, 3]]
+    names = ["a", "a", "b", "b", "c", "d", "d", "d"]
+    prototype = torch.nn.functional.normalize(torch.tensor([1.0, 0.0, 0.0, 1.0]), dim=0)
+    rates = unseen_rates({"d": (prototype, torch.tensor(0.5), None), "new": (prototype, torch.tensor(0.9), None)},
+                         (features, names))
+    assert rates["d"] == {"a": 1.0, "b": 0.0, "c": 0.0}  # a gate's own class is not a rate of what it takes
+    assert rates["new"] == {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
 
 
 def test_auto_picks_a_room_method_by_held_out_references_and_prototype_otherwise(base):

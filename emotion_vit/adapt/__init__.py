@@ -11,9 +11,10 @@
         prototype is the mean direction of its references' augmented views; the gate opens
         when a face's cosine similarity to it passes a threshold set so that only
         `false_positive_rate` (2%) of real faces of the *other* classes pass (the feature bank
-        of training faces that ships with the base model in feature_stats.safetensors). Closed,
-        the base model's probabilities are untouched; open, the label takes their place. So a
-        new class cannot swallow the others: they lose at most about that rate, by construction.
+        of training faces that ships with the base model in feature_stats.safetensors; faces the
+        model never saw pass more often, which the build-time report measures on a second bank of
+        them). Closed, the base model's probabilities are untouched; open, the label takes their
+        place. So a new class takes a bounded share of the others, not all of them.
         Saved as adapter_model.safetensors (prototypes, thresholds) + emotion_adapter.json.
     "lora"
         peft LoRA on the attention projections, the classifier (grown by a row per new label,

@@ -5,9 +5,10 @@ A prototype adapter:
 * Leave-one-out on the references: each reference is held out, the gates are calibrated without
   its views, and the adapted model (the same `PrototypeGate`) classifies it. A label with one
   reference has no leave-one-out figure.
-* How often each gate fires on the base classes' faces: the bank of real training faces, two-fold
-  cross-fitted (thresholds from one half, rates on the other), per base class. A label that takes
-  many faces of some class would swallow it.
+* How often each gate fires on the base classes' faces, per base class: the bank of faces the model did
+  not train on (its validation split), where the model ships one; else the bank of training faces, two-fold
+  cross-fitted (thresholds from one half, rates on the other), which understates it (unseen faces pass a
+  gate more often). A label that takes many faces of some class would swallow it.
 
 A head or confusion adapter: its references cross-validated in folds, each labelled by the model alone and by
 the update trained without its fold, at half and whole strength; the smallest strength within one
@@ -119,6 +120,18 @@ def firing_rates(views: dict[str, torch.Tensor], bank, false_positive_rate: floa
                     share = [p for p, n in zip(passing, measured_names) if n == name]
                     rates[label].setdefault(name, []).append(sum(share) / len(share))
     return {label: {name: round(sum(r) / len(r), 3) for name, r in by_name.items()} for label, by_name in rates.items()}
+
+
+def unseen_rates(gates: dict, unseen: tuple[torch.Tensor, list[str]]) -> dict[str, dict[str, float]]:
+    """Per gate (as calibrated, on the whole training bank), the share of each other class's faces of the
+    unseen bank it lets through: no cross-fitting needed, these faces calibrated nothing."""
+    features, names = unseen
+    rates = {}
+    for label, (prototype, threshold, _) in gates.items():
+        passing = (features @ prototype > threshold).tolist()
+        rates[label] = {name: round(sum(p for p, n in zip(passing, names) if n == name) / names.count(name), 3)
+                        for name in dict.fromkeys(names) if name != label}
+    return rates
 
 
 def warnings_for(label: str, loo: float | None, fires_on: dict[str, float]) -> list[str]:
@@ -239,11 +252,14 @@ def check_lines(metadata: dict) -> list[str]:
     if metadata.get("chosen_from"):  # auto in a room built both room methods
         shares = ", ".join(f"{method} {share:.0%}" for method, share in metadata["chosen_from"].items())
         lines.insert(0, f"method auto: {metadata['method']} kept (held-out references labelled right by {shares})")
+    faces = {"unseen": "faces the model did not train on", "training": "the feature bank's training faces"}.get(
+        metadata.get("fires_on_faces", "training"))
     for label, gate in metadata.get("gates", {}).items():
         loo = gate.get("leave_one_out")
         held_out = "leave-one-out n/a (1 reference)" if loo is None else f"leave-one-out {loo:.0%} right"
         fires = sorted(gate.get("fires_on", {}).items(), key=lambda item: -item[1])
-        fired = ", ".join(f"{rate:.0%} of {name}" for name, rate in fires[:3]) or "not measured (no feature bank)"
-        lines.append(f"{label}: {held_out}; takes {fired} of the feature bank's training faces (most-taken classes)")
+        fired = ", ".join(f"{rate:.0%} of {name}" for name, rate in fires[:3])
+        taken = f"takes {fired} {faces}" if fired else "takes: not measured (no feature bank)"
+        lines.append(f"{label}: {held_out}; {taken} (most-taken classes)")
     lines += calibration_lines(metadata.get("calibration_faces", {}))
     return lines + [f"warning: {warning}" for warning in metadata.get("warnings", [])]

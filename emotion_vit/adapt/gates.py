@@ -74,6 +74,16 @@ def negatives_bank(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Ten
     return F.normalize(features, dim=-1), [base.labels[int(i)] for i in ids]
 
 
+def unseen_bank(base: EmotionModel) -> tuple[torch.Tensor, list[str]] | None:
+    """Unit-length features of faces the base did not train on (its validation split), with their labels:
+    where the build-time report measures what a gate takes. None for statistics written before it existed."""
+    stats = load_feature_stats(base)
+    if stats is None or "unseen_bank_features" not in stats:
+        return None
+    names = [base.labels[int(i)] for i in stats["unseen_bank_labels"]]
+    return F.normalize(stats["unseen_bank_features"].float(), dim=-1), names
+
+
 def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A label's prototype (the mean direction of its views' unit embeddings), the cosine threshold

@@ -8,9 +8,9 @@ from torch import nn
 from ..features import embeddings
 from ..model import EmotionModel
 from ..transforms import training_augmentation
-from .checks import firing_rates, leave_one_out, warnings_for
+from .checks import firing_rates, leave_one_out, unseen_rates, warnings_for
 from .classifier import set_labels
-from .gates import calibrate_gates, gate_layer, label_views, negatives_bank
+from .gates import calibrate_gates, gate_layer, label_views, negatives_bank, unseen_bank
 from .options import AdaptOptions
 from .references import References
 
@@ -33,7 +33,8 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
     gates = calibrate_gates(views, bank, options.false_positive_rate, base.name)
     progress(0.7, "checking the gates on held-out faces")
     loo = leave_one_out(views, clean, model.classifier, labels, bank, options.false_positive_rate)
-    fires = firing_rates(views, bank, options.false_positive_rate)
+    unseen = unseen_bank(base) if bank is not None else None
+    fires = unseen_rates(gates, unseen) if unseen else firing_rates(views, bank, options.false_positive_rate)
     calibration, warnings = {}, []
     for label, (prototype, threshold, _) in gates.items():
         calibration[label] = {
@@ -46,4 +47,4 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
     model.classifier = gate_layer(model.classifier, labels, gates)
     set_labels(model, labels)
     return {"gates": calibration, "negatives": "feature bank" if bank is not None else "other references",
-            "warnings": warnings}
+            "fires_on_faces": "unseen" if unseen else "training", "warnings": warnings}
