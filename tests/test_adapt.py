@@ -594,6 +594,19 @@ def test_an_adapter_reports_its_checks_per_label():
     assert len(features) == 1592 and set(names) == set(EMOTIONS)  # 256 of each class, PublicTest's 56 disgust
 
 
+def test_feature_stats_command_writes_both_banks(tmp_path, kaggle_zip):
+    import subprocess
+    import sys
+    base_dir = save_tiny_vit(tmp_path / "base")
+    out = subprocess.run([sys.executable, "train.py", "feature-stats", "--model", str(base_dir), "--data",
+                          str(kaggle_zip)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with safe_open(str(base_dir / "feature_stats.safetensors"), "pt") as stats:  # Training: 6 a class; PublicTest: 2
+        assert torch.bincount(stats.get_tensor("bank_labels"), minlength=7).tolist() == [6] * 7
+        assert torch.bincount(stats.get_tensor("unseen_bank_labels"), minlength=7).tolist() == [2] * 7
+        assert stats.get_tensor("unseen_bank_features").shape == (14, 32)
+
+
 def test_unseen_rates_are_shares_of_each_other_class_a_gate_lets_through():
     from emotion_vit.adapt.checks import unseen_rates
     features = torch.eye(4)[[0, 0, 1, 1, 2, 3, 3, 3]]
