@@ -590,7 +590,8 @@ def test_an_adapter_reports_its_checks_per_label():
     # trained on, with the gates exactly as built.
     assert metadata["fires_on_faces"] == "unseen" and "faces the model did not train on" in lines[0]
     from emotion_vit.adapt.gates import unseen_bank
-    features, names = unseen_bank(base)
+    from emotion_vit.features import load_feature_stats
+    features, names = unseen_bank(base, load_feature_stats(base))
     assert len(features) == 1592 and set(names) == set(EMOTIONS)  # 256 of each class, PublicTest's 56 disgust
 
 

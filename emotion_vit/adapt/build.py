@@ -90,8 +90,7 @@ def _cross_validate(base: EmotionModel, refs: References, labels: list[str], new
         adapted = adapted_model(base, built.model, {"labels": labels, "name": "fold"})
         crops = [refs.crops[j] for j in fold.tolist()]
         right[fold] = adapted.predict_proba(crops).argmax(-1) == label_ids[fold]
-        alone[fold] = torch.tensor([labels.index(base.labels[k]) for k in base.predict_proba(crops).argmax(-1)
-                                    .tolist()]) == label_ids[fold]
+        alone[fold] = base.predict_proba(crops).argmax(-1) == label_ids[fold]  # the base's ids lead `labels`
         progress((i + 1) / len(folds), f"cross-validated fold {i + 1}/{len(folds)}")
     per_label = {label: round(float(right[label_ids == labels.index(label)].float().mean()), 3)
                  for label in dict.fromkeys(refs.labels)}

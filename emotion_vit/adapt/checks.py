@@ -111,27 +111,29 @@ def firing_rates(views: dict[str, torch.Tensor], bank, false_positive_rate: floa
     for calibrate_on, measure_on in ((halves[0], halves[1]), (halves[1], halves[0])):
         half_bank = (features[calibrate_on], [n for n, keep in zip(names, calibrate_on.tolist()) if keep])
         gates = calibrate_gates(views, half_bank, false_positive_rate, min_negatives=1)
-        measured = features[measure_on]
-        measured_names = [n for n, keep in zip(names, measure_on.tolist()) if keep]
-        for label, (prototype, threshold, _) in gates.items():
-            passing = (measured @ prototype > threshold).tolist()
-            for name in dict.fromkeys(measured_names):
-                if name != label:
-                    share = [p for p, n in zip(passing, measured_names) if n == name]
-                    rates[label].setdefault(name, []).append(sum(share) / len(share))
+        measured = (features[measure_on], [n for n, keep in zip(names, measure_on.tolist()) if keep])
+        for label, shares in _shares_let_through(gates, measured).items():
+            for name, share in shares.items():
+                rates[label].setdefault(name, []).append(share)
     return {label: {name: round(sum(r) / len(r), 3) for name, r in by_name.items()} for label, by_name in rates.items()}
 
 
 def unseen_rates(gates: dict, unseen: tuple[torch.Tensor, list[str]]) -> dict[str, dict[str, float]]:
     """Per gate (as calibrated, on the whole training bank), the share of each other class's faces of the
     unseen bank it lets through: no cross-fitting needed, these faces calibrated nothing."""
-    features, names = unseen
-    rates = {}
+    return {label: {name: round(share, 3) for name, share in shares.items()}
+            for label, shares in _shares_let_through(gates, unseen).items()}
+
+
+def _shares_let_through(gates: dict, faces: tuple[torch.Tensor, list[str]]) -> dict[str, dict[str, float]]:
+    """Per gate, the share of each other class's `faces` (unit features, names) that pass its threshold."""
+    features, names = faces
+    shares = {}
     for label, (prototype, threshold, _) in gates.items():
         passing = (features @ prototype > threshold).tolist()
-        rates[label] = {name: round(sum(p for p, n in zip(passing, names) if n == name) / names.count(name), 3)
-                        for name in dict.fromkeys(names) if name != label}
-    return rates
+        shares[label] = {name: sum(p for p, n in zip(passing, names) if n == name) / names.count(name)
+                         for name in dict.fromkeys(names) if name != label}
+    return shares
 
 
 def warnings_for(label: str, loo: float | None, fires_on: dict[str, float]) -> list[str]:
@@ -215,15 +217,13 @@ def calibration_warnings(record: dict, method: str) -> list[str]:
     advice = ("a lower --false-positive-rate makes the gates stricter" if method == "prototype"
               else "prototype changes the base classes least")
     notes = []
-    classes = record["classes"]
-    for new in next(iter(classes.values()), {}).get("taken", {}):
-        taken = sorted(((s["taken"][new], name) for name, s in classes.items() if s["taken"][new] > SWALLOW_RATE),
-                       reverse=True)
-        if taken:
-            listed = ", ".join(f"{name} ({share:.0%})" for share, name in taken)
+    for new, taken in _taken_by_new_labels(record).items():
+        over = [(share, name) for share, name in taken if share > SWALLOW_RATE]
+        if over:
+            listed = ", ".join(f"{name} ({share:.0%})" for share, name in over)
             notes.append(f"{new!r} takes over {SWALLOW_RATE:.0%} of the {listed} calibration faces: add more varied "
                          f"references of it; {advice}")
-    lost = sorted((s["right_after"] - s["right_before"], name, s) for name, s in classes.items()
+    lost = sorted((s["right_after"] - s["right_before"], name, s) for name, s in record["classes"].items()
                   if s["right_before"] - s["right_after"] > SWALLOW_RATE)
     if lost:
         listed = ", ".join(f"{name} {s['right_before']:.0%}->{s['right_after']:.0%}" for _, name, s in lost)
@@ -238,12 +238,17 @@ def calibration_lines(record: dict) -> list[str]:
                           for name, s in record["classes"].items())
     lines = [f"calibration faces ({record['faces']}): labelled right {record['right_before']:.0%} by the base model, "
              f"{record['right_after']:.0%} with the adapter ({per_class})"]
-    new_labels = next(iter(record["classes"].values()), {}).get("taken", {})
-    for new in new_labels:
-        taken = sorted(((s["taken"][new], name) for name, s in record["classes"].items()), reverse=True)
+    for new, taken in _taken_by_new_labels(record).items():
         lines.append(f"{new}: takes " + ", ".join(f"{share:.0%} of {name}" for share, name in taken[:3])
                      + " calibration faces (most-taken classes)")
     return lines
+
+
+def _taken_by_new_labels(record: dict) -> dict[str, list[tuple[float, str]]]:
+    """Per new label of a calibration record, (share, class) of the faces it took, most first."""
+    classes = record["classes"]
+    new_labels = next(iter(classes.values()), {}).get("taken", {})
+    return {new: sorted(((s["taken"][new], name) for name, s in classes.items()), reverse=True) for new in new_labels}
 
 
 def check_lines(metadata: dict) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import FEATURE_STATS_FILE, FeatureReplay, load_feature_stats
+from ..features import FEATURE_STATS_FILE, FeatureReplay
 from ..model import EmotionModel
 from ..transforms import Preprocessing
 from .options import AdaptError, AdaptOptions
@@ -59,10 +59,10 @@ def label_views(grays: list[np.ndarray], count: int, preprocessing: Preprocessin
     return preprocessing.normalize([preprocessing.resize(np.ascontiguousarray(image)) for image in images])
 
 
-def negatives_bank(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Tensor, list[str]] | None:
-    """Unit-length real features of the base classes (the bank in feature_stats), or samples of their
-    Gaussians, with their labels."""
-    stats = load_feature_stats(base)
+def negatives_bank(base: EmotionModel, stats: dict[str, torch.Tensor] | None, options: AdaptOptions
+                   ) -> tuple[torch.Tensor, list[str]] | None:
+    """Unit-length real features of the base classes (the bank in the base's feature statistics `stats`),
+    or samples of their Gaussians, with their labels."""
     if stats is None:
         return None
     if "bank_features" in stats:
@@ -74,10 +74,9 @@ def negatives_bank(base: EmotionModel, options: AdaptOptions) -> tuple[torch.Ten
     return F.normalize(features, dim=-1), [base.labels[int(i)] for i in ids]
 
 
-def unseen_bank(base: EmotionModel) -> tuple[torch.Tensor, list[str]] | None:
+def unseen_bank(base: EmotionModel, stats: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, list[str]] | None:
     """Unit-length features of faces the base did not train on (its validation split), with their labels:
     where the build-time report measures what a gate takes. None for statistics written before it existed."""
-    stats = load_feature_stats(base)
     if stats is None or "unseen_bank_features" not in stats:
         return None
     names = [base.labels[int(i)] for i in stats["unseen_bank_labels"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import embeddings
+from ..features import embeddings, load_feature_stats
 from ..model import EmotionModel
 from ..transforms import training_augmentation
 from .checks import firing_rates, leave_one_out, unseen_rates, warnings_for
@@ -29,11 +29,12 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
         views[label] = F.normalize(features, dim=-1)
         clean[label] = features[0:2 * len(crops):2]  # label_views puts each reference as it is first, then mirrored
         progress(0.6 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
-    bank = negatives_bank(base, options)
+    stats = load_feature_stats(base)  # read once: both banks are in it
+    bank = negatives_bank(base, stats, options)
     gates = calibrate_gates(views, bank, options.false_positive_rate, base.name)
     progress(0.7, "checking the gates on held-out faces")
     loo = leave_one_out(views, clean, model.classifier, labels, bank, options.false_positive_rate)
-    unseen = unseen_bank(base) if bank is not None else None
+    unseen = unseen_bank(base, stats)
     fires = unseen_rates(gates, unseen) if unseen else firing_rates(views, bank, options.false_positive_rate)
     calibration, warnings = {}, []
     for label, (prototype, threshold, _) in gates.items():
