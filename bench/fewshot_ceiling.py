@@ -14,11 +14,12 @@ calibration: 2% of real faces of the other classes pass). The second is not a va
 the shipped model learned surprise from 3,171 faces. With its surprise output masked, it shows what
 the same 5 references and the same gate reach when the backbone's features already separate the
 class. Levers:
-- `--directions`: the gate along the prototype's mean (cosine, shipped), a Fisher (whitened)
-  direction, the nearest reference view (nearest), or a logistic regression of the reference views
-  against the bank (logistic; fitted on half the bank, calibrated on the other half), the prototype's
-  similarity minus the nearest base class's (margin), or that with the prototype first fused with the
-  base prototypes it resembles (teen: Wang et al., NeurIPS 2023).
+- `--directions`: the gate along the prototype's mean (cosine, shipped until 2026-12-07), a Fisher
+  direction (whitened, shipped since: `AdaptOptions.gate_direction`), the nearest reference view
+  (nearest), or a logistic regression of the reference views against the bank (logistic; fitted on
+  half the bank, calibrated on the other half), the prototype's similarity minus the nearest base
+  class's (margin), or that with the prototype first fused with the base prototypes it resembles
+  (teen: Wang et al., NeurIPS 2023).
 - `--directions lora` (or `head`): the gate decides when, the adapter what it is: the `lora` (or
   `head`) adapter trained on the references (as `train.py adapt --method lora` or `head`), its probability of
   the new class as the score, calibrated on real Training faces of the other classes (images through
@@ -45,7 +46,7 @@ from machine import machine_line
 from paths import FER2013
 
 from emotion_vit.adapt import AdaptOptions, calibrate_gate, embeddings, load_feature_stats
-from emotion_vit.adapt.gates import label_views
+from emotion_vit.adapt.gates import label_views, within_class_precision
 from emotion_vit.data import load_emotion_dataset
 from emotion_vit.model import load_emotion_model
 from emotion_vit.pipeline import set_inference_threads
@@ -68,15 +69,6 @@ def features_of(model, pixels: torch.Tensor, kind: str, batch_size: int = 512) -
         hidden = model.model(pixel_values=batch, output_hidden_states=True).hidden_states[stage].float()
         chunks.append(hidden.mean((2, 3)) if form == "pooled" else hidden.flatten(1))
     return F.normalize(torch.cat(chunks), dim=-1)
-
-
-def whitened_direction(views: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tensor) -> torch.Tensor:
-    """The references' mean minus the bank's, through the inverse of the bank's within-class covariance
-    (Fisher's discriminant; shrunk 10% toward its diagonal mean)."""
-    centred = torch.cat([bank[bank_ids == c] - bank[bank_ids == c].mean(0) for c in bank_ids.unique()])
-    covariance = centred.T @ centred / len(centred)
-    covariance = 0.9 * covariance + 0.1 * covariance.diagonal().mean() * torch.eye(len(covariance))
-    return F.normalize(torch.linalg.solve(covariance, views.mean(0) - bank.mean(0)), dim=0)
 
 
 def logistic_scorer(views: torch.Tensor, negatives: torch.Tensor, steps: int = 200, weight_decay: float = 1e-2):
@@ -123,12 +115,12 @@ def margin_scorer(views: torch.Tensor, bank: torch.Tensor, bank_ids: torch.Tenso
 
 def gate_scores(kind: str, views, bank, bank_ids, rate: float, test, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The gate's scores on the test faces and its threshold (`rate` of bank faces pass)."""
-    if kind == "cosine":  # the shipped gate
+    if kind == "cosine":  # the shipped gate until 2026-12-07 (gate_direction "mean")
         direction, threshold, _ = calibrate_gate(views, bank, rate)
         return test @ direction, threshold
-    if kind == "whitened":
-        direction = whitened_direction(views, bank, bank_ids)
-        return test @ direction, torch.quantile(bank @ direction, 1 - rate)
+    if kind == "whitened":  # the shipped gate since 2026-12-07 (gate_direction "fisher")
+        direction, threshold, _ = calibrate_gate(views, bank, rate, within_class_precision((bank, bank_ids.tolist())))
+        return test @ direction, threshold
     if kind == "nearest":
         score = lambda features: (features @ views.T).amax(-1)  # noqa: E731
         return score(test), torch.quantile(score(bank), 1 - rate)
@@ -162,7 +154,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--directions", nargs="+", default=["cosine"],
                         choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", *ADAPTER_DIRECTIONS],
-                        help="the gate's score (cosine: the shipped prototype)")
+                        help="the gate's score (whitened: the shipped prototype gate; cosine: the one before)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
                         help="which features the gate reads (final: the classifier's input, shipped)")
     parser.add_argument("--gate-model", help=(

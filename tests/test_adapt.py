@@ -560,10 +560,10 @@ def test_build_time_checks_leave_one_out_and_firing_rates():
     bank_features = torch.nn.functional.normalize(torch.randn(400, dim), dim=-1)
     bank = (bank_features, ["a" if i % 2 else "b" for i in range(400)])
     clean = {"steady": agreeing.repeat(4, 1) * 3, "scattered": scattered}
-    loo = leave_one_out(views, clean, base, labels, bank, false_positive_rate=0.02)
+    loo = leave_one_out(views, clean, base, labels, bank, AdaptOptions())
     assert loo == {"steady": 1.0, "scattered": 0.0}
-    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, 0.02) == {"steady": None}
-    rates = firing_rates(views, bank, 0.02)
+    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, AdaptOptions()) == {"steady": None}
+    rates = firing_rates(views, bank, AdaptOptions())
     assert set(rates) == {"steady", "scattered"} and set(rates["steady"]) == {"a", "b"}
     assert all(0 <= rate <= 0.1 for by_class in rates.values() for rate in by_class.values())
     assert warnings_for("x", 0.2, {"sad": 0.3, "fear": 0.01}) == [
@@ -617,6 +617,33 @@ def test_unseen_rates_are_shares_of_each_other_class_a_gate_lets_through():
                          (features, names))
     assert rates["d"] == {"a": 1.0, "b": 0.0, "c": 0.0}  # a gate's own class is not a rate of what it takes
     assert rates["new"] == {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+
+
+def test_the_fisher_gate_finds_a_label_along_a_direction_the_other_classes_barely_vary_in():
+    """Faces of every class share a large component (what faces have in common) and vary widely along
+    others (who they are, the light); a new expression moves them a little along a direction they barely
+    vary in. The mean direction points at the shared component, where the new label's faces look like
+    everyone's; Fisher's direction finds the small move, at the same 2% of the other classes' faces."""
+    from emotion_vit.adapt.gates import calibrate_gates
+    generator = torch.Generator().manual_seed(0)
+
+    def faces(count: int, shift: float) -> torch.Tensor:
+        spread = torch.tensor([1.0] * 8 + [0.05] * 8)  # wide nuisance directions, then narrow ones
+        points = torch.randn(count, 16, generator=generator) * spread
+        points[:, 0] += 4.0  # what every face has in common
+        points[:, 8] += shift  # the new expression: ten standard deviations along a narrow direction
+        return torch.nn.functional.normalize(points, dim=-1)
+
+    bank = (torch.cat([faces(300, 0.0), faces(300, 0.0)]), ["a"] * 300 + ["b"] * 300)
+    views, unseen, others = {"new": faces(32, 0.5)}, faces(500, 0.5), faces(2000, 0.0)
+    found = {}
+    for direction in ("mean", "fisher"):
+        (unit, threshold, _), = calibrate_gates(views, bank, AdaptOptions(gate_direction=direction)).values()
+        found[direction] = (unseen @ unit > threshold).float().mean().item()
+        assert (others @ unit > threshold).float().mean().item() < 0.05  # the calibrated 2%, give or take
+    assert found["fisher"] > 0.9 and found["mean"] < 0.5, found
+    without_bank = calibrate_gates({**views, "other": others[:32]}, None, AdaptOptions(), min_negatives=1)
+    assert torch.allclose(without_bank["new"][0], torch.nn.functional.normalize(views["new"].mean(0), dim=0))
 
 
 def test_auto_picks_a_room_method_by_held_out_references_and_prototype_otherwise(base):

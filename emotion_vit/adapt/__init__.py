@@ -7,9 +7,10 @@
            the one that labels held-out references right most often)
 
     "prototype"
-        A calibrated gate per referenced label on the frozen model's embedding. The label's
-        prototype is the mean direction of its references' augmented views; the gate opens
-        when a face's cosine similarity to it passes a threshold set so that only
+        A calibrated gate per referenced label on the frozen model's embedding. The gate scores
+        a face along the label's Fisher direction (its references' augmented views' mean minus the
+        other classes', through the inverse of the bank's within-class covariance; or their mean
+        direction, `gate_direction` "mean") and opens when the score passes a threshold set so that only
         `false_positive_rate` (2%) of real faces of the *other* classes pass (the feature bank
         of training faces that ships with the base model in feature_stats.safetensors; faces the
         model never saw pass more often, which the build-time report measures on a second bank of

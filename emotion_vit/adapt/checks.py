@@ -34,6 +34,7 @@ from torch import nn
 from ..labels import EMOTIONS
 from ..model import EmotionModel
 from .gates import calibrate_gates, gate_layer
+from .options import AdaptOptions
 
 STRENGTHS = (0.0, 0.5, 1.0)  # head, confusion: the update's strengths tried on held-out references
 SWALLOW_RATE = 0.10  # a gate that takes more than this share of some other class's faces gets a warning
@@ -80,7 +81,7 @@ def views_of_reference(index: int, references: int, views: int) -> list[int]:
 
 
 def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor], base: nn.Linear,
-                  labels: list[str], bank, false_positive_rate: float) -> dict[str, float | None]:
+                  labels: list[str], bank, options: AdaptOptions) -> dict[str, float | None]:
     """Per label, the share of its references the adapter labels right when calibrated without them.
     `clean` holds each label's references' raw features (no augmentation), in reference order."""
     results = {}
@@ -93,7 +94,7 @@ def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]
         for index in range(count):
             held_out = set(views_of_reference(index, count, len(views[label])))
             kept = [i for i in range(len(views[label])) if i not in held_out]
-            gates = calibrate_gates({**views, label: views[label][kept]}, bank, false_positive_rate, min_negatives=1)
+            gates = calibrate_gates({**views, label: views[label][kept]}, bank, options, min_negatives=1)
             with torch.no_grad():
                 predicted = gate_layer(base, labels, gates)(features[index:index + 1]).argmax(-1).item()
             right += labels[predicted] == label
@@ -101,7 +102,7 @@ def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]
     return results
 
 
-def firing_rates(views: dict[str, torch.Tensor], bank, false_positive_rate: float) -> dict[str, dict[str, float]]:
+def firing_rates(views: dict[str, torch.Tensor], bank, options: AdaptOptions) -> dict[str, dict[str, float]]:
     """Per referenced label, the share of each other base class's bank faces its gate lets through."""
     if bank is None:
         return {}
@@ -110,7 +111,7 @@ def firing_rates(views: dict[str, torch.Tensor], bank, false_positive_rate: floa
     rates: dict[str, dict[str, list[float]]] = {label: {} for label in views}
     for calibrate_on, measure_on in ((halves[0], halves[1]), (halves[1], halves[0])):
         half_bank = (features[calibrate_on], [n for n, keep in zip(names, calibrate_on.tolist()) if keep])
-        gates = calibrate_gates(views, half_bank, false_positive_rate, min_negatives=1)
+        gates = calibrate_gates(views, half_bank, options, min_negatives=1)
         measured = (features[measure_on], [n for n, keep in zip(names, measure_on.tolist()) if keep])
         for label, shares in _shares_let_through(gates, measured).items():
             for name, share in shares.items():

@@ -21,7 +21,10 @@ class PrototypeGate(nn.Module):
     """The base classifier plus one calibrated gate per referenced label:
 
         p = (1 - sum_j g_j) * softmax(base logits) + sum_j g_j * onehot(label_j)
-        g_j = sigmoid((cos(feature, prototype_j) - threshold_j) / temperature_j)
+        g_j = sigmoid((unit(feature) . direction_j - threshold_j) / temperature_j)
+
+    (a gate's unit `direction` is stored as its "prototype": the references' mean direction, where the
+    score is their cosine similarity, or their Fisher direction against the other classes, calibrate_gate)
 
     returned as log p, so that softmax(output) == p: every caller (pipeline, flip TTA, API) treats
     it as logits. While no gate is open the base model's probabilities are unchanged."""
@@ -83,20 +86,39 @@ def unseen_bank(base: EmotionModel, stats: dict[str, torch.Tensor] | None) -> tu
     return F.normalize(stats["unseen_bank_features"].float(), dim=-1), names
 
 
-def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A label's prototype (the mean direction of its views' unit embeddings), the cosine threshold
-    that `false_positive_rate` of the unit `negatives` pass, and the gate's temperature."""
-    prototype = F.normalize(views.mean(0), dim=0)
-    similarity = negatives @ prototype
-    return prototype, torch.quantile(similarity, 1 - false_positive_rate), (similarity.std() / 8).clamp(min=1e-3)
+def within_class_precision(bank: tuple[torch.Tensor, list[str]]) -> torch.Tensor:
+    """The inverse of the bank's within-class covariance, shrunk 10% toward its mean variance so that it
+    inverts with 256 faces a class: the metric of Fisher's discriminant."""
+    features, names = bank
+    classes = [features[[name == label for name in names]] for label in dict.fromkeys(names)]
+    centred = torch.cat([faces - faces.mean(0) for faces in classes])
+    covariance = centred.T @ centred / len(centred)
+    covariance = 0.9 * covariance + 0.1 * covariance.diagonal().mean() * torch.eye(len(covariance))
+    return torch.linalg.inv(covariance)
+
+
+def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float,
+                   precision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A label's unit direction, the threshold that `false_positive_rate` of the unit `negatives` pass along
+    it, and the gate's temperature. Without `precision`, the direction is the mean of its views' unit
+    embeddings (the score is their cosine similarity); with it, Fisher's: the views' mean minus the
+    negatives', through `precision`, which discounts the directions faces of one class vary along (who
+    they are, the light) and keeps the one that tells this label from the others."""
+    if precision is None:
+        direction = F.normalize(views.mean(0), dim=0)
+    else:
+        direction = F.normalize(precision @ (views.mean(0) - negatives.mean(0)), dim=0)
+    similarity = negatives @ direction
+    return direction, torch.quantile(similarity, 1 - false_positive_rate), (similarity.std() / 8).clamp(min=1e-3)
 
 
 def calibrate_gates(views: dict[str, torch.Tensor], bank: tuple[torch.Tensor, list[str]] | None,
-                    false_positive_rate: float, base_name: str = "the base model",
-                    min_negatives: int = 20) -> dict[str, tuple]:
-    """Each referenced label's (prototype, threshold, temperature): its negatives are the other labels'
-    views and the bank's faces of every other class (at least `min_negatives`, else AdaptError)."""
+                    options: AdaptOptions, base_name: str = "the base model", min_negatives: int = 20
+                    ) -> dict[str, tuple]:
+    """Each referenced label's (direction, threshold, temperature): its negatives are the other labels'
+    views and the bank's faces of every other class (at least `min_negatives`, else AdaptError). The
+    Fisher direction (`options.gate_direction`) needs the bank; without one, the mean direction."""
+    precision = within_class_precision(bank) if bank is not None and options.gate_direction == "fisher" else None
     gates = {}
     for label in views:
         negatives = [views[other] for other in views if other != label]
@@ -108,7 +130,7 @@ def calibrate_gates(views: dict[str, torch.Tensor], bank: tuple[torch.Tensor, li
                 f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base_name} "
                 f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
                 f"hold no other label; add references of another label, or use the lora method")
-        gates[label] = calibrate_gate(views[label], torch.cat(negatives), false_positive_rate)
+        gates[label] = calibrate_gate(views[label], torch.cat(negatives), options.false_positive_rate, precision)
     return gates
 
 

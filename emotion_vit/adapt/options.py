@@ -25,6 +25,10 @@ class AdaptOptions:
                           "(moves the backbone); head: a low-rank update of the classifier; confusion: the model's "
                           "answers renamed as the room's references name them.", choices=list(METHODS))
     false_positive_rate: float = _option(0.02, "prototype: the share of other classes' faces a gate may take.")
+    gate_direction: str = _option("fisher", "prototype: the direction a gate scores faces along: fisher (the "
+                                  "references' mean minus the other classes', through the inverse of the feature "
+                                  "bank's within-class covariance) or mean (their mean direction: cosine similarity).",
+                                  choices=["fisher", "mean"])
     views_per_label: int = _option(32, "prototype: augmented views of each label's references.")
     rank: int = _option(8, "lora, head: rank of the low-rank update.")
     alpha: int = _option(16, "lora, head: LoRA scaling (alpha / rank).")

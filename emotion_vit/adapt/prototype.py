@@ -31,11 +31,11 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
         progress(0.6 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
     stats = load_feature_stats(base)  # read once: both banks are in it
     bank = negatives_bank(base, stats, options)
-    gates = calibrate_gates(views, bank, options.false_positive_rate, base.name)
+    gates = calibrate_gates(views, bank, options, base.name)
     progress(0.7, "checking the gates on held-out faces")
-    loo = leave_one_out(views, clean, model.classifier, labels, bank, options.false_positive_rate)
+    loo = leave_one_out(views, clean, model.classifier, labels, bank, options)
     unseen = unseen_bank(base, stats)
-    fires = unseen_rates(gates, unseen) if unseen else firing_rates(views, bank, options.false_positive_rate)
+    fires = unseen_rates(gates, unseen) if unseen else firing_rates(views, bank, options)
     calibration, warnings = {}, []
     for label, (prototype, threshold, _) in gates.items():
         calibration[label] = {
