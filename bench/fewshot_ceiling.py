@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--heldout", default="surprise")
     parser.add_argument("--data", default=str(FER2013))
     parser.add_argument("--draws", type=int, default=5)
-    parser.add_argument("--directions", nargs="+", default=["cosine"],
+    parser.add_argument("--directions", nargs="+", default=["cosine", "whitened"],
                         choices=["cosine", "whitened", "nearest", "logistic", "margin", "teen", *ADAPTER_DIRECTIONS],
                         help="the gate's score (whitened: the shipped prototype gate; cosine: the one before)")
     parser.add_argument("--features", nargs="+", choices=["final", *STAGES], default=["final"],
