@@ -16,15 +16,15 @@
         model never saw pass more often, which the build-time report measures on a second bank of
         them). Closed, the base model's probabilities are untouched; open, the label takes their
         place. So a new class takes a bounded share of the others, not all of them.
-        Saved as adapter_model.safetensors (prototypes, thresholds) + emotion_adapter.json.
+        Saved as adapter_model.safetensors (each gate's direction, threshold, temperature) + emotion_adapter.json.
     "lora"
         peft LoRA on the attention projections, the classifier (grown by a row per new label,
         imprinted from the references) in modules_to_save, a few dozen augmented steps of
             cross-entropy on the references
           + cross-entropy on features replayed from the base classes' Gaussians
           + distillation to the base model on the other base classes.
-        It moves the backbone, so it fits the references' camera and faces best (the choice when
-        every label has references), but a new class then spreads over the other classes.
+        It moves the backbone, so it fits the references' faces and camera most closely, but a new
+        class then spreads over the other classes.
         Saved in the peft layout: adapter_config.json + adapter_model.safetensors + emotion_adapter.json.
     "head"
         A low-rank (LoRA) update of the classifier alone on frozen features of augmented views,
