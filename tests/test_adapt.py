@@ -548,6 +548,7 @@ def test_build_time_checks_leave_one_out_and_firing_rates():
     """Leave-one-out: a label whose references agree is recognised when each is left out, one whose
     references point in unrelated directions is not; firing rates are per other base class."""
     from emotion_vit.adapt.checks import firing_rates, leave_one_out, views_of_reference, warnings_for
+    from emotion_vit.adapt.gates import gate_precision
     assert sorted(i for r in range(3) for i in views_of_reference(r, 3, 32)) == list(range(32))
     torch.manual_seed(0)
     dim, labels = 16, ["a", "b", "steady", "scattered"]
@@ -560,9 +561,10 @@ def test_build_time_checks_leave_one_out_and_firing_rates():
     bank_features = torch.nn.functional.normalize(torch.randn(400, dim), dim=-1)
     bank = (bank_features, ["a" if i % 2 else "b" for i in range(400)])
     clean = {"steady": agreeing.repeat(4, 1) * 3, "scattered": scattered}
-    loo = leave_one_out(views, clean, base, labels, bank, AdaptOptions())
+    loo = leave_one_out(views, clean, base, labels, bank, 0.02, gate_precision(bank, AdaptOptions()))
     assert loo == {"steady": 1.0, "scattered": 0.0}
-    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, AdaptOptions()) == {"steady": None}
+    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, 0.02,
+                         gate_precision(bank, AdaptOptions())) == {"steady": None}
     rates = firing_rates(views, bank, AdaptOptions())
     assert set(rates) == {"steady", "scattered"} and set(rates["steady"]) == {"a", "b"}
     assert all(0 <= rate <= 0.1 for by_class in rates.values() for rate in by_class.values())
@@ -624,7 +626,7 @@ def test_the_fisher_gate_finds_a_label_along_a_direction_the_other_classes_barel
     others (who they are, the light); a new expression moves them a little along a direction they barely
     vary in. The mean direction points at the shared component, where the new label's faces look like
     everyone's; Fisher's direction finds the small move, at the same 2% of the other classes' faces."""
-    from emotion_vit.adapt.gates import calibrate_gates
+    from emotion_vit.adapt.gates import calibrate_gates, gate_precision
     generator = torch.Generator().manual_seed(0)
 
     def faces(count: int, shift: float) -> torch.Tensor:
@@ -638,11 +640,13 @@ def test_the_fisher_gate_finds_a_label_along_a_direction_the_other_classes_barel
     views, unseen, others = {"new": faces(32, 0.5)}, faces(500, 0.5), faces(2000, 0.0)
     found = {}
     for direction in ("mean", "fisher"):
-        (unit, threshold, _), = calibrate_gates(views, bank, AdaptOptions(gate_direction=direction)).values()
+        precision = gate_precision(bank, AdaptOptions(gate_direction=direction))
+        (unit, threshold, _), = calibrate_gates(views, bank, 0.02, precision).values()
         found[direction] = (unseen @ unit > threshold).float().mean().item()
         assert (others @ unit > threshold).float().mean().item() < 0.05  # the calibrated 2%, give or take
     assert found["fisher"] > 0.9 and found["mean"] < 0.5, found
-    without_bank = calibrate_gates({**views, "other": others[:32]}, None, AdaptOptions(), min_negatives=1)
+    without_bank = calibrate_gates({**views, "other": others[:32]}, None, 0.02, gate_precision(None, AdaptOptions()),
+                                   min_negatives=1)
     assert torch.allclose(without_bank["new"][0], torch.nn.functional.normalize(views["new"].mean(0), dim=0))
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..labels import EMOTIONS
 from ..model import EmotionModel
-from .gates import calibrate_gates, gate_layer
+from .gates import calibrate_gates, gate_layer, gate_precision
 from .options import AdaptOptions
 
 STRENGTHS = (0.0, 0.5, 1.0)  # head, confusion: the update's strengths tried on held-out references
@@ -81,9 +81,11 @@ def views_of_reference(index: int, references: int, views: int) -> list[int]:
 
 
 def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor], base: nn.Linear,
-                  labels: list[str], bank, options: AdaptOptions) -> dict[str, float | None]:
+                  labels: list[str], bank, false_positive_rate: float, precision: torch.Tensor | None
+                  ) -> dict[str, float | None]:
     """Per label, the share of its references the adapter labels right when calibrated without them.
-    `clean` holds each label's references' raw features (no augmentation), in reference order."""
+    `clean` holds each label's references' raw features (no augmentation), in reference order; `precision`
+    is the bank's (gate_precision)."""
     results = {}
     for label, features in clean.items():
         count = len(features)
@@ -94,7 +96,8 @@ def leave_one_out(views: dict[str, torch.Tensor], clean: dict[str, torch.Tensor]
         for index in range(count):
             held_out = set(views_of_reference(index, count, len(views[label])))
             kept = [i for i in range(len(views[label])) if i not in held_out]
-            gates = calibrate_gates({**views, label: views[label][kept]}, bank, options, min_negatives=1)
+            gates = calibrate_gates({**views, label: views[label][kept]}, bank, false_positive_rate, precision,
+                                    min_negatives=1)
             with torch.no_grad():
                 predicted = gate_layer(base, labels, gates)(features[index:index + 1]).argmax(-1).item()
             right += labels[predicted] == label
@@ -111,7 +114,8 @@ def firing_rates(views: dict[str, torch.Tensor], bank, options: AdaptOptions) ->
     rates: dict[str, dict[str, list[float]]] = {label: {} for label in views}
     for calibrate_on, measure_on in ((halves[0], halves[1]), (halves[1], halves[0])):
         half_bank = (features[calibrate_on], [n for n, keep in zip(names, calibrate_on.tolist()) if keep])
-        gates = calibrate_gates(views, half_bank, options, min_negatives=1)
+        gates = calibrate_gates(views, half_bank, options.false_positive_rate, gate_precision(half_bank, options),
+                                min_negatives=1)
         measured = (features[measure_on], [n for n, keep in zip(names, measure_on.tolist()) if keep])
         for label, shares in _shares_let_through(gates, measured).items():
             for name, share in shares.items():

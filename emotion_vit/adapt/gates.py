@@ -97,6 +97,13 @@ def within_class_precision(bank: tuple[torch.Tensor, list[str]]) -> torch.Tensor
     return torch.linalg.inv(covariance)
 
 
+def gate_precision(bank: tuple[torch.Tensor, list[str]] | None, options: AdaptOptions) -> torch.Tensor | None:
+    """The metric gates calibrated on `bank` take their direction in: its within-class precision for the
+    Fisher direction (`options.gate_direction`), None for the mean direction or without a bank. Computed
+    once per bank: the build-time checks calibrate on the same bank again and again."""
+    return within_class_precision(bank) if bank is not None and options.gate_direction == "fisher" else None
+
+
 def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_rate: float,
                    precision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A label's unit direction, the threshold that `false_positive_rate` of the unit `negatives` pass along
@@ -113,12 +120,11 @@ def calibrate_gate(views: torch.Tensor, negatives: torch.Tensor, false_positive_
 
 
 def calibrate_gates(views: dict[str, torch.Tensor], bank: tuple[torch.Tensor, list[str]] | None,
-                    options: AdaptOptions, base_name: str = "the base model", min_negatives: int = 20
-                    ) -> dict[str, tuple]:
+                    false_positive_rate: float, precision: torch.Tensor | None, base_name: str = "the base model",
+                    min_negatives: int = 20) -> dict[str, tuple]:
     """Each referenced label's (direction, threshold, temperature): its negatives are the other labels'
-    views and the bank's faces of every other class (at least `min_negatives`, else AdaptError). The
-    Fisher direction (`options.gate_direction`) needs the bank; without one, the mean direction."""
-    precision = within_class_precision(bank) if bank is not None and options.gate_direction == "fisher" else None
+    views and the bank's faces of every other class (at least `min_negatives`, else AdaptError); the
+    direction in the bank's `precision` (gate_precision)."""
     gates = {}
     for label in views:
         negatives = [views[other] for other in views if other != label]
@@ -130,7 +136,7 @@ def calibrate_gates(views: dict[str, torch.Tensor], bank: tuple[torch.Tensor, li
                 f"cannot calibrate {label!r}: the prototype method needs faces of other classes, and {base_name} "
                 f"has no {FEATURE_STATS_FILE} (write it with `python train.py feature-stats`) while the references "
                 f"hold no other label; add references of another label, or use the lora method")
-        gates[label] = calibrate_gate(views[label], torch.cat(negatives), options.false_positive_rate, precision)
+        gates[label] = calibrate_gate(views[label], torch.cat(negatives), false_positive_rate, precision)
     return gates
 
 

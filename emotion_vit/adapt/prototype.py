@@ -10,7 +10,7 @@ from ..model import EmotionModel
 from ..transforms import training_augmentation
 from .checks import firing_rates, leave_one_out, unseen_rates, warnings_for
 from .classifier import set_labels
-from .gates import calibrate_gates, gate_layer, label_views, negatives_bank, unseen_bank
+from .gates import calibrate_gates, gate_layer, gate_precision, label_views, negatives_bank, unseen_bank
 from .options import AdaptOptions
 from .references import References
 
@@ -31,9 +31,10 @@ def build_gates(model: nn.Module, base: EmotionModel, refs: References, labels: 
         progress(0.6 * (i + 1) / len(referenced), f"embedded the references of {label!r}")
     stats = load_feature_stats(base)  # read once: both banks are in it
     bank = negatives_bank(base, stats, options)
-    gates = calibrate_gates(views, bank, options, base.name)
+    precision = gate_precision(bank, options)
+    gates = calibrate_gates(views, bank, options.false_positive_rate, precision, base.name)
     progress(0.7, "checking the gates on held-out faces")
-    loo = leave_one_out(views, clean, model.classifier, labels, bank, options)
+    loo = leave_one_out(views, clean, model.classifier, labels, bank, options.false_positive_rate, precision)
     unseen = unseen_bank(base, stats)
     fires = unseen_rates(gates, unseen) if unseen else firing_rates(views, bank, options)
     calibration, warnings = {}, []
