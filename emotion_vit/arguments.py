@@ -46,7 +46,7 @@ class ModelArguments:
     mask_unit: int = field(default=8, metadata={
         "help": "masked_image_modeling: side of a masked square, in pixels of the model's input."})
     teacher_model: list[str] | None = field(default=None, metadata={
-        "help": "A trained classifier with the same labels (e.g. a CNN) to distil from, DeiT-style; several: "
+        "help": "A trained classifier with the same labels or more (e.g. a CNN) to distil from, DeiT-style; several: "
                 "an ensemble, the mean of their probabilities."})
     distillation: str = field(
         default="hard",

@@ -42,17 +42,23 @@ def build_model(labels: tuple[str, ...] = EMOTIONS, model_name_or_path: str | No
 
 
 @torch.no_grad()
-def keep_first_labels(model: nn.Module, labels: list[str]) -> None:
-    """Keep only the classifier's first outputs, `labels`, and the label maps to match: what a model trained
-    with extra outputs (pair classes, `emotion_vit.transforms.PairClasses`) is written and served with."""
+def keep_labels(model: nn.Module, labels: list[str]) -> None:
+    """Cut the classifier to the outputs named `labels`, in that order, and the label maps to match. A model
+    trained with extra outputs (pair classes, `emotion_vit.transforms.PairClasses`) is written and served so,
+    and a teacher that knows more classes than its student answers so: its probabilities renormalised over
+    the student's classes."""
     head = getattr(model, "classifier", None)
     if not isinstance(head, nn.Linear):
-        raise ValueError(f"{type(model).__name__}: extra training outputs need a classifier that is one linear layer")
+        raise ValueError(f"{type(model).__name__}: cutting outputs needs a classifier that is one linear layer")
+    index = {name: int(i) for i, name in model.config.id2label.items()}
+    if missing := [name for name in labels if name not in index]:
+        raise ValueError(f"{type(model).__name__} has no output for {', '.join(missing)}")
+    rows = torch.tensor([index[name] for name in labels], device=head.weight.device)
     kept = nn.Linear(head.in_features, len(labels), bias=head.bias is not None)
     kept.to(head.weight.device, head.weight.dtype)
-    kept.weight.copy_(head.weight[: len(labels)])
+    kept.weight.copy_(head.weight[rows])
     if head.bias is not None:
-        kept.bias.copy_(head.bias[: len(labels)])
+        kept.bias.copy_(head.bias[rows])
     model.classifier = kept
     model.num_labels = model.config.num_labels = len(labels)
     model.config.id2label, model.config.label2id = label_maps(labels)

@@ -16,6 +16,7 @@ from transformers import AutoModelForImageClassification, Trainer
 
 from .arguments import ModelArguments
 from .metrics import EmotionMetrics, flat_metrics
+from .model import keep_labels
 from .transforms import BatchMixer, PairClasses
 
 logger = logging.getLogger(__name__)
@@ -136,13 +137,20 @@ class EmotionTrainer(Trainer):
 
 
 def load_teachers(names: list[str] | None, labels: list[str]) -> list:
-    """The distillation teachers: classifiers whose labels are the student's, in the same order."""
+    """The distillation teachers, each answering in the student's labels and order. A teacher that knows more
+    classes (a held-out-class student of a full model) is cut to the student's: its probabilities renormalised
+    over them. What it learned from the other classes' labels still shapes its features, a weak leak that a
+    held-out-class experiment should state."""
     teachers = []
     for name in names or []:
         teacher = AutoModelForImageClassification.from_pretrained(name)
         teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        if not set(labels) <= set(teacher_labels):
+            raise ValueError(f"teacher {name} has labels {teacher_labels}, not all of the student's {list(labels)}")
         if teacher_labels != list(labels):
-            raise ValueError(f"teacher {name} has labels {teacher_labels}, the student {list(labels)}")
+            keep_labels(teacher, list(labels))
+            logger.info("teacher %s answers in the student's %d of its %d labels", name, len(labels),
+                        len(teacher_labels))
         logger.info("distilling from %s (%s)", name, type(teacher).__name__)
         teachers.append(teacher)
     return teachers

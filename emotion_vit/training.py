@@ -31,7 +31,7 @@ from .model import (
     build_image_processor,
     build_model,
     fold_grayscale_into_model,
-    keep_first_labels,
+    keep_labels,
     load_emotion_model,
 )
 from .resume import (
@@ -91,7 +91,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     weights_written = final_weights(trainer, training_args, averaging)
     if outputs > len(labels):
-        keep_first_labels(trainer.model, labels)
+        keep_labels(trainer.model, labels)
     results = finish_model_folder(trainer, dataset, labels, data_summary, model_args, training_args, recipe,
                                   weights_written)
     if push_to and trainer.is_world_process_zero():

@@ -245,7 +245,7 @@ class PairClasses:
     A classifier taught only its own classes lets its features collapse onto them, and what tells a
     new expression apart is what it learned to ignore; separating the blends as well keeps features
     that a few-shot adapter can use for a class the model never saw. The extra outputs exist only
-    while training (`emotion_vit.model.keep_first_labels` drops them).
+    while training (`emotion_vit.model.keep_labels` drops them).
     """
 
     num_labels: int

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, pattern_face
 from safetensors.torch import load_file
-from transformers import TrainingArguments, pipeline
+from transformers import AutoModelForImageClassification, TrainingArguments, pipeline
 
 from emotion_vit.arguments import ModelArguments
 from emotion_vit.averaging import WEIGHT_SUM
@@ -22,7 +22,7 @@ from emotion_vit.evaluation import evaluate_model
 from emotion_vit.labels import EMOTIONS
 from emotion_vit.model import build_model, fold_grayscale_into_model
 from emotion_vit.resume import AUGMENTATION_STATE, CHECKPOINT_COMPLETE, CHUNK_LOG, last_complete_checkpoint
-from emotion_vit.trainer import EmotionLoss, EmotionTrainer, class_weights
+from emotion_vit.trainer import EmotionLoss, EmotionTrainer, class_weights, load_teachers
 from emotion_vit.training import train
 from emotion_vit.transforms import BatchMixer, PairClasses
 
@@ -605,7 +605,29 @@ def test_distillation_alone_drives_the_student_to_the_teacher(tmp_path, kind):
     assert (top == teacher_top).float().mean() >= 0.75 and not (top == batch["labels"]).any()
 
 
-def test_a_teacher_with_other_labels_is_refused(trained, learnable_zip, tmp_path):
+def test_a_teacher_that_knows_more_classes_answers_in_the_students(trained, learnable_zip, tmp_path, caplog):
+    """A held-out-class student of a full model: the teacher's probabilities renormalised over the
+    student's classes (its classifier cut to their rows), end to end through a training run."""
     teacher_dir, _ = trained
-    with pytest.raises(ValueError, match="teacher .* has labels"):
+    student_labels = [name for name in EMOTIONS if name != "surprise"]
+    (teacher,) = load_teachers([str(teacher_dir)], student_labels)
+    full = AutoModelForImageClassification.from_pretrained(teacher_dir).eval()
+    pixels = face_batch()["pixel_values"]
+    with torch.no_grad():
+        cut, whole = teacher(pixel_values=pixels).logits, full(pixel_values=pixels).logits
+    kept = [EMOTIONS.index(name) for name in student_labels]
+    assert [teacher.config.id2label[i] for i in range(6)] == student_labels
+    assert torch.allclose(cut.softmax(-1), whole[:, kept].softmax(-1), atol=1e-6)
+    assert not torch.allclose(cut.softmax(-1), whole.softmax(-1)[:, kept], atol=1e-3)  # renormalised
+
+    with caplog.at_level("INFO"):
         run_tiny(learnable_zip, tmp_path / "x", "--teacher_model", str(teacher_dir), "--exclude_labels", "surprise")
+    assert "answers in the student's 6 of its 7 labels" in caplog.text
+    assert list(json.loads((tmp_path / "x" / "config.json").read_text())["id2label"].values()) == student_labels
+
+
+def test_a_teacher_without_one_of_the_students_labels_is_refused(tmp_path):
+    build_model(tuple(name for name in EMOTIONS if name != "surprise"), model_config=TINY_VIT).save_pretrained(
+        tmp_path / "heldout")
+    with pytest.raises(ValueError, match="not all of the student's"):
+        load_teachers([str(tmp_path / "heldout")], list(EMOTIONS))
