@@ -89,7 +89,10 @@ class EmotionTrainer(Trainer):
     @torch.no_grad()
     def _teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The mean of the teachers' probabilities (and of each face's mirror image with teacher_flip_tta), as
-        log-probabilities: logits of that mean, equal to one teacher's own logits up to a constant."""
+        log-probabilities: logits of that mean, equal to one teacher's own logits up to a constant.
+
+        The teachers run under the student's mixed precision: accelerate casts only the prepared model's
+        forward, so without this a bf16 run's teachers ran in float32, 2.5x slower and half of each step."""
         views = 2 if self.model_args.teacher_flip_tta else 1
         batch = torch.cat([pixel_values, pixel_values.flip(-1)]) if views == 2 else pixel_values
         answers = []
@@ -99,8 +102,9 @@ class EmotionTrainer(Trainer):
             seen = batch
             if isinstance(size, int) and size != batch.shape[-1]:  # same normalisation, other resolution
                 seen = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
-            log_probabilities = teacher(pixel_values=seen).logits.float().log_softmax(-1)
-            answers.append(log_probabilities.view(views, len(pixel_values), -1))
+            with self.accelerator.autocast():
+                logits = teacher(pixel_values=seen).logits
+            answers.append(logits.float().log_softmax(-1).view(views, len(pixel_values), -1))
         return torch.cat(answers).logsumexp(0) - math.log(len(answers) * views)
 
     def _distillation_loss(self, logits: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,8 @@ class RecordingLoss(EmotionLoss):
         return super().__call__(outputs, labels, num_items_in_batch)
 
 
-def loss_trainer(output_dir: Path, **kwargs) -> tuple[EmotionTrainer, RecordingLoss, list[torch.Tensor]]:
+def loss_trainer(output_dir: Path, bf16: bool = False,
+                 **kwargs) -> tuple[EmotionTrainer, RecordingLoss, list[torch.Tensor]]:
     """An EmotionTrainer around a fresh tiny ViT, to call `compute_loss` directly: with the loss's labels
     and the model's pixel values of every call."""
     loss, pixels = RecordingLoss(), []
@@ -62,7 +63,8 @@ def loss_trainer(output_dir: Path, **kwargs) -> tuple[EmotionTrainer, RecordingL
     model.register_forward_pre_hook(lambda _, args, kw: pixels.append(kw["pixel_values"].detach().clone()),
                                     with_kwargs=True)
     trainer = EmotionTrainer(model=model, args=TrainingArguments(output_dir=str(output_dir), report_to="none",
-                                                                 use_cpu=True), compute_loss_func=loss, **kwargs)
+                                                                 use_cpu=True, bf16=bf16), compute_loss_func=loss,
+                             **kwargs)
     return trainer, loss, pixels
 
 
@@ -576,6 +578,27 @@ def test_several_teachers_answer_with_the_mean_of_their_probabilities(tmp_path, 
     assert torch.allclose(got, expected, atol=1e-5)
     assert min((expected - answer).abs().max() for answer in answers) > 0.1  # not any one teacher's answer
     assert ModelArguments(teacher_model="runs/teacher").teacher_model == ["runs/teacher"]  # a recipe's string
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_teachers_run_under_the_students_mixed_precision(tmp_path, bf16):
+    """accelerate casts only the prepared student's forward; the teachers must run the same way (in float32
+    they took half of a bf16 run's step)."""
+    teacher = sharp_teacher()
+    trainer, _, _ = loss_trainer(tmp_path, teachers=[teacher], model_args=ModelArguments(), bf16=bf16)
+    precision = {}
+
+    def record(name):
+        def hook(module, args, output):
+            precision[name] = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        return hook
+
+    for name, model in (("student", trainer.model), ("teacher", teacher)):  # a layer: inside the cast forward
+        model.classifier.register_forward_hook(record(name))
+    student = trainer.accelerator.prepare_model(trainer.model)  # as the Trainer wraps it for training
+    trainer.compute_loss(student.train(), face_batch())
+    assert precision["teacher"] == precision["student"]
+    assert precision["teacher"] == ((True, torch.bfloat16) if bf16 else (False, precision["teacher"][1]))
 
 
 @pytest.mark.parametrize("kind", ["hard", "soft"])
