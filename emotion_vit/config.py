@@ -1,8 +1,9 @@
 """Recipes: a small YAML file of argument values, with command-line flags on top.
 
 A recipe's keys are the fields of `ModelArguments`, `DataArguments` and transformers'
-`TrainingArguments`; the YAML sets their defaults and any flag given on the command line
-wins, so `--config configs/x.yaml --num_train_epochs 1` changes one value of the recipe.
+`TrainingArguments` (and `base`, another recipe it starts from); the YAML sets their defaults and
+any flag given on the command line wins, so `--config configs/x.yaml --num_train_epochs 1` changes
+one value of the recipe.
 """
 
 from __future__ import annotations
@@ -23,13 +24,19 @@ def training_parser() -> HfArgumentParser:
     return parser
 
 
-def load_recipe(path: str | Path) -> dict:
+def load_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe's values. `base: other.yaml` (beside it) starts from another recipe, so that a variant
+    declares only what it changes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: recipes that are each other's base")
     recipe = yaml.safe_load(path.read_text()) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of argument names to values")
+    if base := recipe.pop("base", None):
+        recipe = {**load_recipe(path.parent / base, (*_seen, path.resolve())), **recipe}
     return recipe
 
 

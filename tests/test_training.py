@@ -181,6 +181,27 @@ def test_recipe_values_and_command_line_overrides(tmp_path):
         parse_training_args(["--config", str(tmp_path / "missing.yaml")])
 
 
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_recipe_parses(recipe):
+    """A typo in a recipe that trains for hours would otherwise surface only when it runs."""
+    _, _, training_args, values = parse_training_args(["--config", str(REPO / "configs" / recipe)])
+    assert values and training_args.output_dir
+
+
+def test_a_recipe_starts_from_its_base_and_declares_only_what_it_changes(tmp_path):
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "long.yaml").write_text(f"base: {Path(TINY).resolve()}\nnum_train_epochs: 150\nseed: 42\n")
+    (tmp_path / "variants" / "distil.yaml").write_text("base: ../long.yaml\nseed: 48\ndistillation: soft\n")
+    model_args, _, training_args, recipe = parse_training_args(
+        ["--config", str(tmp_path / "variants" / "distil.yaml"), "--data", "x.zip"])
+    assert training_args.seed == 48 and training_args.num_train_epochs == 150  # its own value, then its base's
+    assert training_args.per_device_train_batch_size == 16  # from the base's base
+    assert model_args.distillation == "soft" and "base" not in recipe and recipe["num_train_epochs"] == 150
+    (tmp_path / "long.yaml").write_text("base: variants/distil.yaml\n")
+    with pytest.raises(ValueError, match="each other's base"):
+        parse_training_args(["--config", str(tmp_path / "variants" / "distil.yaml")])
+
+
 def test_a_bf16_recipe_trains_on_a_cpu_and_saves_float32_weights(learnable_zip, tmp_path):
     """bf16 is the Trainer's CPU autocast when no GPU is there (1.7x the images/s on AVX512-BF16 cores)."""
     _, _, training_args, _ = parse_training_args(["--config", TINY, "--bf16", "true"])
