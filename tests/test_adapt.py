@@ -561,10 +561,12 @@ def test_build_time_checks_leave_one_out_and_firing_rates():
     bank_features = torch.nn.functional.normalize(torch.randn(400, dim), dim=-1)
     bank = (bank_features, ["a" if i % 2 else "b" for i in range(400)])
     clean = {"steady": agreeing.repeat(4, 1) * 3, "scattered": scattered}
-    loo = leave_one_out(views, clean, base, labels, bank, 0.02, gate_precision(bank, AdaptOptions()))
+    options = AdaptOptions()
+    precision = gate_precision(bank, options)
+    loo = leave_one_out(views, clean, base, labels, bank, options.false_positive_rate, precision)
     assert loo == {"steady": 1.0, "scattered": 0.0}
-    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, 0.02,
-                         gate_precision(bank, AdaptOptions())) == {"steady": None}
+    assert leave_one_out(views, {"steady": clean["steady"][:1]}, base, labels, bank, options.false_positive_rate,
+                         precision) == {"steady": None}
     rates = firing_rates(views, bank, AdaptOptions())
     assert set(rates) == {"steady", "scattered"} and set(rates["steady"]) == {"a", "b"}
     assert all(0 <= rate <= 0.1 for by_class in rates.values() for rate in by_class.values())
@@ -640,13 +642,14 @@ def test_the_fisher_gate_finds_a_label_along_a_direction_the_other_classes_barel
     views, unseen, others = {"new": faces(32, 0.5)}, faces(500, 0.5), faces(2000, 0.0)
     found = {}
     for direction in ("mean", "fisher"):
-        precision = gate_precision(bank, AdaptOptions(gate_direction=direction))
-        (unit, threshold, _), = calibrate_gates(views, bank, 0.02, precision).values()
+        options = AdaptOptions(gate_direction=direction)
+        (unit, threshold, _), = calibrate_gates(views, bank, options.false_positive_rate,
+                                                gate_precision(bank, options)).values()
         found[direction] = (unseen @ unit > threshold).float().mean().item()
         assert (others @ unit > threshold).float().mean().item() < 0.05  # the calibrated 2%, give or take
     assert found["fisher"] > 0.9 and found["mean"] < 0.5, found
-    without_bank = calibrate_gates({**views, "other": others[:32]}, None, 0.02, gate_precision(None, AdaptOptions()),
-                                   min_negatives=1)
+    without_bank = calibrate_gates({**views, "other": others[:32]}, None, AdaptOptions().false_positive_rate,
+                                   gate_precision(None, AdaptOptions()), min_negatives=1)
     assert torch.allclose(without_bank["new"][0], torch.nn.functional.normalize(views["new"].mean(0), dim=0))
 
 
