@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+# The decoders an upload may reach: those of IMAGE_SUFFIXES (JPEG's also opens a phone camera's MPO). Pillow
+# would otherwise try all of its ~40, EPS (which runs Ghostscript where installed) and FITS among them.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+# What a malformed file makes Pillow's decoders raise besides OSError (struct.error from bad EXIF or TIFF tags).
+DECODE_ERRORS = (SyntaxError, EOFError, struct.error, IndexError, TypeError, ZeroDivisionError)
 # Images over this many pixels are refused from their header, before any decoding: a 656 KB PNG can
 # claim 15000x15000 and would take 2.8 GB decoded. 40 Mpx (e.g. 7300x5500) is above common cameras.
 MAX_IMAGE_PIXELS = 40_000_000
@@ -21,18 +30,38 @@ def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
     name = "upload" if isinstance(source, bytes) else Path(source).name
     PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                           formats=IMAGE_FORMATS) as image:
             check_pixel_count(image.size, name)
             image.load()
-            return as_rgb_uint8(ImageOps.exif_transpose(image))
+            return as_rgb_uint8(upright(image))
     except FileNotFoundError as error:
         raise ValueError(f"{name}: file not found") from error
     except UnidentifiedImageError as error:
         raise ValueError(f"{name}: not an image file, or a format that cannot be read") from error
     except PILImage.DecompressionBombError as error:  # PIL's own check, at twice the limit
         raise ValueError(f"{name}: image too large (at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)") from error
-    except (OSError, SyntaxError) as error:  # truncated or corrupt data
-        raise ValueError(f"{name}: corrupt or truncated image ({error})") from error
+    except OSError as error:
+        if error.errno is not None:  # the file system's (permissions, a folder): its reason, not its path
+            raise ValueError(f"{name}: cannot be read ({error.strerror})") from error
+        raise ValueError(f"{name}: corrupt or truncated image") from _logged(error)
+    except DECODE_ERRORS as error:  # a malformed file deep in a decoder
+        raise ValueError(f"{name}: corrupt or truncated image") from _logged(error)
+
+
+def _logged(error: Exception) -> Exception:
+    """The decoder's own words go to the log (they can name internals), not to the visitor."""
+    logger.info("undecodable image: %s: %s", type(error).__name__, error)
+    return error
+
+
+def upright(image: PILImage.Image) -> PILImage.Image:
+    """`image` turned upright by its EXIF orientation; as it is when the EXIF block is malformed."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as error:  # noqa: BLE001 (Pillow raises what its parsers meet: struct.error, KeyError, ...)
+        logger.info("EXIF orientation ignored: %s: %s", type(error).__name__, error)
+        return image
 
 
 def check_pixel_count(size: tuple[int, int], name: str = "image") -> None:

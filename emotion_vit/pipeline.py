@@ -47,6 +47,7 @@ class FrameAnalysis:
     timings_ms: dict[str, float]
     width: int
     height: int
+    faces_not_classified: int = 0  # smaller faces beyond PipelineOptions.max_faces
 
     @property
     def largest(self) -> FaceEmotion | None:
@@ -59,6 +60,12 @@ class PipelineOptions:
     align: bool = ALIGN_FACES  # rotate tilted crops upright (uses the 5 landmarks)
     crop_spread: float = 0.0  # >0: also crops (1 -+ spread) times as large, probabilities averaged
     batched: bool = True  # False classifies faces one by one (for benchmarks)
+    max_faces: int | None = None  # classify only this many, the largest (bounds the work one image can ask for)
+
+
+# Crops per forward pass: one pass for a class of 40 faces with three crop sizes, and a bounded peak of
+# memory for a photo of hundreds (each crop and its mirror hold about half a megabyte of activations).
+CLASSIFY_BATCH = 120
 
 
 @dataclass
@@ -76,6 +83,8 @@ class EmotionPipeline:
         start = time.perf_counter()
         frame = as_rgb_uint8(frame)
         faces = find_faces(self.detector, frame, detector_options)
+        limit = self.options.max_faces
+        faces, not_classified = (faces[:limit], len(faces) - limit) if limit and len(faces) > limit else (faces, 0)
         detected = time.perf_counter()
         views = [self.crops(frame, face) for face in faces]
         probabilities = self.classify([crop for crops in views for crop in crops])
@@ -89,7 +98,8 @@ class EmotionPipeline:
         results = [self._result(face, p, track_id) for face, p, track_id in zip(faces, probabilities, track_ids)]
         timings = {"detect": (detected - start) * 1e3, "classify": (classified - detected) * 1e3,
                    "total": (time.perf_counter() - start) * 1e3}
-        return FrameAnalysis(results, {k: round(v, 2) for k, v in timings.items()}, frame.shape[1], frame.shape[0])
+        return FrameAnalysis(results, {k: round(v, 2) for k, v in timings.items()}, frame.shape[1], frame.shape[0],
+                             not_classified)
 
     def crops(self, frame: np.ndarray, face: Face) -> list[np.ndarray]:
         """What is classified of `face`: its crop, and with `crop_spread` a tighter and a looser one too
@@ -101,11 +111,12 @@ class EmotionPipeline:
             frame, face.box, face.landmarks if align else None) for factor in (1 - spread, 1.0, 1 + spread)]
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, num_labels) for N crops: one forward pass for all of them."""
-        if not self.options.batched:
-            return np.concatenate([self.model.predict_proba([c]).numpy() for c in crops]) if crops \
-                else np.empty((0, len(self.model.labels)))
-        return self.model.predict_proba(crops).numpy()
+        """Probabilities (N, num_labels) for N crops: a forward pass per CLASSIFY_BATCH of them."""
+        if not crops:
+            return np.empty((0, len(self.model.labels)))
+        batch = CLASSIFY_BATCH if self.options.batched else 1
+        return np.concatenate([self.model.predict_proba(crops[i:i + batch]).numpy()
+                               for i in range(0, len(crops), batch)])
 
     def _result(self, face: Face, probabilities: np.ndarray, track_id: int | None) -> FaceEmotion:
         labels = self.model.labels

@@ -2,7 +2,8 @@
 
 Only numbers go in (shares per emotion over time; boxes and probabilities), never a face or a frame.
 Each download gets a folder of its own under the system's temp dir, deleted `KEEP_S` seconds later
-(and any older folder, left by a stopped server, when the next one is made); Gradio serves its own
+(within `PURGE_EVERY_S`: one thread purges them, as does each new download, which also finds folders
+left by a stopped server); Gradio serves its own
 copy from its cache, which the app purges within minutes.
 """
 
@@ -20,6 +21,7 @@ from .mood import MoodTimeline
 
 REPORTS_DIR = Path(tempfile.gettempdir()) / "emotion_vit-reports"
 KEEP_S = 600
+PURGE_EVERY_S = 60
 
 
 def write_session_report(mood: MoodTimeline, bin_s: int = 10) -> list[Path]:
@@ -43,12 +45,23 @@ def write_answer_json(answer: dict, name: str = "faces.json") -> Path:
 
 def new_download_folder(prefix: str) -> Path:
     purge_old_reports()
+    _start_purging()
     REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=REPORTS_DIR))
-    timer = threading.Timer(KEEP_S, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
-    timer.daemon = True  # never holds up the server's exit
-    timer.start()
-    return folder
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=REPORTS_DIR))
+
+
+_purger = threading.Lock()  # held for good by the one thread that purges (a timer per download was a thread each)
+
+
+def _start_purging() -> None:
+    if _purger.acquire(blocking=False):
+        threading.Thread(target=_purge_forever, name="purge-reports", daemon=True).start()  # never holds up exit
+
+
+def _purge_forever() -> None:
+    while True:
+        time.sleep(PURGE_EVERY_S)
+        purge_old_reports()
 
 
 def plot_mood(table, labels: list[str], path: Path) -> None:
@@ -75,5 +88,9 @@ def purge_old_reports(now: float | None = None) -> None:
     now = time.time() if now is None else now
     if REPORTS_DIR.is_dir():
         for folder in REPORTS_DIR.iterdir():
-            if now - folder.stat().st_mtime > KEEP_S:
+            try:
+                old = now - folder.stat().st_mtime > KEEP_S
+            except OSError:  # another request's purge removed it first
+                continue
+            if old:
                 shutil.rmtree(folder, ignore_errors=True)

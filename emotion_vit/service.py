@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
 
 logger = logging.getLogger(__name__)
+HEALTH_CHECK_EVERY_S = 2.0
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fer2013"
 MODEL_ENV = "EMOTION_VIT_MODEL"
@@ -66,6 +68,9 @@ class AppSettings:
         "help": "Live frames are detected at most this large (speed); boxes map back."})
     photo_max_side: int = field(default=1920, metadata={
         "help": "Photos and API images are detected at most this large (small faces in group photos)."})
+    max_faces: int = field(default=200, metadata={
+        "help": "Faces classified per image or frame, the largest first (bounds what one crowded or crafted "
+                "image costs the shared server; a photo's answer counts the rest)."})
     smoothing: float = field(default=0.6, metadata={
         "help": "Live: weight of past frames in each face's probabilities (0: none)."})
     geometry: CropGeometry = field(default_factory=CropGeometry, metadata={"flag": False})  # fitted crop
@@ -117,6 +122,7 @@ class EmotionService:
         self._unavailable: set[str] = set()  # detectors whose model could not be loaded
         self._adapted: OrderedDict[str, EmotionModel] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._health_lock, self._health = threading.Lock(), (0.0, None)  # the last check: (monotonic time, answer)
         self.detector(settings.detector)  # fail at start-up, not on the first frame
 
     # --- adapters: <folder>/<name>/ in peft layout, loaded on first use and cached by folder ---
@@ -159,7 +165,12 @@ class EmotionService:
         folder = self._adapter_folder(adapter, key)
         with self._lock:
             if str(folder) not in self._adapted:
-                self._adapted[str(folder)] = load_adapter(self.model, folder)  # with the base's flip TTA and bf16
+                try:
+                    self._adapted[str(folder)] = load_adapter(self.model, folder)  # with the base's flip TTA and bf16
+                except (OSError, ValueError, KeyError) as error:  # its words (an AdaptError) name server folders
+                    logger.warning("adapter %s cannot be loaded: %s", folder, error)
+                    raise ValueError(f"adapter {adapter[:64]!r} cannot be used with this server's model: "
+                                     "rebuild it from its references") from None
                 while len(self._adapted) > max(self.settings.adapters_in_memory, 1):  # visitors' keys are free
                     self._adapted.popitem(last=False)
             self._adapted.move_to_end(str(folder))
@@ -231,14 +242,22 @@ class EmotionService:
         pipeline = EmotionPipeline(self.model_for(adapter, key), self.detector(detector or settings.detector),
                                    PipelineOptions(geometry=settings.geometry,
                                                    align=settings.align if align is None else align,
-                                                   crop_spread=0.0 if live else settings.photo_crop_spread))
+                                                   crop_spread=0.0 if live else settings.photo_crop_spread,
+                                                   max_faces=settings.max_faces))
         return pipeline.analyze(image, tracker=tracker, detector_options=options)
 
     def health(self) -> dict:
-        """Whether the model answers: one forward pass on a blank 64x64 face (milliseconds on a CPU)."""
-        probabilities = self.model.predict_proba([np.full((64, 64), 128, np.uint8)])
-        ok = probabilities.shape == (1, len(self.model.labels)) and abs(float(probabilities.sum()) - 1) < 1e-3
-        return {"status": "ok" if ok else "failing", "model": public_name(self.model.name)}
+        """Whether the model answers: one forward pass on a blank 64x64 face (milliseconds on a CPU), at most
+        one every HEALTH_CHECK_EVERY_S; calls between get its answer (the endpoint is outside the queue's
+        concurrency limit, and a flood of checks must not become a flood of forward passes)."""
+        with self._health_lock:
+            checked, answer = self._health
+            if answer is None or time.monotonic() - checked > HEALTH_CHECK_EVERY_S:
+                probabilities = self.model.predict_proba([np.full((64, 64), 128, np.uint8)])
+                ok = probabilities.shape == (1, len(self.model.labels)) and abs(float(probabilities.sum()) - 1) < 1e-3
+                answer = {"status": "ok" if ok else "failing", "model": public_name(self.model.name)}
+                self._health = (time.monotonic(), answer)
+            return dict(answer)
 
     def describe(self, analysis: FrameAnalysis, detector: str | None = None, adapter: str | None = None,
                  key: str | None = None) -> dict:
@@ -250,6 +269,7 @@ class EmotionService:
             "detector": detector or self.settings.detector,
             "precision": "bfloat16" if self.model.bf16 else "float32",  # why figures differ by a little between servers
             "image": {"width": analysis.width, "height": analysis.height},
+            "faces_not_classified": analysis.faces_not_classified,  # beyond --max-faces, the smallest
             "timings_ms": analysis.timings_ms,
         }
 

@@ -40,7 +40,8 @@ def upload(tmp_path, name: str, image: Image.Image | bytes):
 
 def test_analyze_a_face_photo(client):
     result = client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")
-    assert set(result) == {"faces", "model", "adapter", "detector", "precision", "image", "timings_ms"}
+    assert set(result) == {"faces", "model", "adapter", "detector", "precision", "image", "timings_ms",
+                           "faces_not_classified"} and result["faces_not_classified"] == 0
     assert result["precision"] in ("bfloat16", "float32")
     assert result["adapter"] == "none"
     assert len(result["faces"]) == 1 and result["detector"] == "retinaface"

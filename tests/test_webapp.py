@@ -4,6 +4,7 @@ the Photo tab's table and JSON download, the faces taken from references, labels
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import gradio as gr
@@ -163,7 +164,67 @@ def test_downloads_are_deleted_after_their_time(monkeypatch):
     monkeypatch.setattr(report, "KEEP_S", 0.2)
     folder = report.write_answer_json({"faces": []}).parent
     assert folder.is_dir()
-    deadline = time.monotonic() + 10
-    while folder.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    time.sleep(0.3)
+    report.purge_old_reports()  # what one background thread does every PURGE_EVERY_S, and each new download
     assert not folder.exists()
+    purgers = [thread for thread in threading.enumerate() if thread.name == "purge-reports"]
+    assert len(purgers) == 1 and purgers[0].daemon  # one thread, however many downloads
+
+
+def test_references_are_counted_before_decoding_and_kept_small(service, tmp_path, monkeypatch):
+    """A visitor's references cost the shared server little: a call naming more photos than the session has
+    room for is refused before any is decoded, a large photo's face is kept at most REFERENCE_MAX_SIDE, and
+    notes of broken uploads are bounded."""
+    from emotion_vit.webapp import personalize
+    large = tmp_path / "large.png"
+    Image.open(ASTRONAUT).convert("RGB").resize((2048, 2048)).save(large)
+    refs, _, gallery = add_references(service, [str(large)], None, "happy", None)
+    assert max(refs.crops[0].shape[:2]) <= personalize.REFERENCE_MAX_SIDE and gallery[0][1] == "happy: large.png"
+    decoded = []
+    monkeypatch.setattr(personalize, "read_image", lambda path: decoded.append(path) or np.zeros((9, 9, 3), np.uint8))
+    room = service.settings.max_references - len(refs.crops)
+    with pytest.raises(gr.Error, match="At most 100 reference faces"):
+        add_references(service, [str(large)] * (room + 1), None, "happy", refs)
+    assert not decoded and len(refs.crops) == 1  # refused before decoding anything, the session unchanged
+    monkeypatch.undo()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    for _ in range(3):
+        refs = add_references(service, [str(broken)] * 30, None, "happy", refs)[0]
+    assert len(refs.crops) == 1 and len(refs.skipped) == personalize.MAX_SKIPPED_NOTED
+
+
+def test_a_crowd_is_classified_up_to_max_faces_in_batches(service, monkeypatch):
+    """A mosaic of faces asks for no more than `max_faces` classifications, and batching them changes nothing."""
+    from emotion_vit import pipeline as pipeline_module
+    from emotion_vit.pipeline import EmotionPipeline, PipelineOptions
+    face = np.asarray(Image.open(ASTRONAUT).convert("RGB").resize((256, 256)))
+    mosaic = np.tile(face, (2, 3, 1))  # six astronauts
+    whole = EmotionPipeline(service.model, service.detector("retinaface")).analyze(mosaic)
+    assert len(whole.faces) == 6 and whole.faces_not_classified == 0
+    monkeypatch.setattr(pipeline_module, "CLASSIFY_BATCH", 4)
+    detector = service.detector("retinaface")
+    capped = EmotionPipeline(service.model, detector, PipelineOptions(max_faces=5)).analyze(mosaic)
+    assert len(capped.faces) == 5 and capped.faces_not_classified == 1
+    for a, b in zip(whole.faces, capped.faces):
+        assert a.box == b.box and abs(a.probabilities["happy"] - b.probabilities["happy"]) < 0.02  # bf16 differs a hair
+
+
+def test_only_the_accepted_image_formats_are_decoded(monkeypatch):
+    """EPS (Ghostscript) and the like are not images here, and a malformed EXIF block leaves the image as it is."""
+    import io
+    import struct
+
+    from PIL import ImageOps
+
+    from emotion_vit import images
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(ValueError, match="not an image file"):
+        images.read_image(eps)
+
+    def broken_exif(image):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
+    buffer = io.BytesIO()
+    Image.open(ASTRONAUT).save(buffer, "PNG")
+    assert images.read_image(buffer.getvalue()).shape == (512, 512, 3)

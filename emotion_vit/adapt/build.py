@@ -52,7 +52,8 @@ def build_adapter(base: EmotionModel, refs: References, name: str, options: Adap
         "references_per_label": refs.counts(), "base_model": base.name, "base_model_sha256": base.sha256,
         "method": chosen.options.method, "options": asdict(chosen.options), "feature_replay": chosen.replay is not None,
         "training_steps": chosen.steps, **details, "seconds": round(time.perf_counter() - started, 2),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "skipped_references": refs.skipped,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "references_skipped": len(refs.skipped),  # a count: the files' names stay with their owner
     }
     progress(1.0, f"adapter {name!r} ready ({metadata['seconds']:.0f} s)")
     return chosen.model, metadata

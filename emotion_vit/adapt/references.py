@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..crop import ALIGN_FACES, CropGeometry, find_faces
@@ -33,10 +34,11 @@ class References:
         return dict(Counter(self.labels))
 
     def add_image(self, image, label: str, source: str, detector: FaceDetector | None,
-                  geometry: CropGeometry | None = None, align: bool = ALIGN_FACES) -> bool:
+                  geometry: CropGeometry | None = None, align: bool = ALIGN_FACES, max_side: int | None = None) -> bool:
         """Add the largest face of `image` (any RGB/gray array) under `label`, cut as the live view cuts it
         (`align` as the app's setting). Without a detector, or no larger than FACE_CROP_MAX_SIDE, the image is
-        taken whole as a face crop. Returns False, and notes why, when there is no face."""
+        taken whole as a face crop. A crop larger than `max_side` is kept reduced to it (area interpolation,
+        as the model's preprocessing reduces it further). Returns False, and notes why, when there is no face."""
         if detector is None or max(np.shape(image)[:2]) <= FACE_CROP_MAX_SIDE:
             crop = image
         else:
@@ -46,6 +48,11 @@ class References:
                 self.skipped.append(f"{source}: no face found")
                 return False
             crop = (geometry or CropGeometry()).face_crop(image, faces[0], align)
+        if max_side and max(np.shape(crop)[:2]) > max_side:
+            height, width = np.shape(crop)[:2]
+            scale = max_side / max(height, width)
+            crop = cv2.resize(np.ascontiguousarray(crop), (max(1, round(width * scale)), max(1, round(height * scale))),
+                              interpolation=cv2.INTER_AREA)
         self.crops.append(crop)
         self.labels.append(label_name(label))
         self.sources.append(source)

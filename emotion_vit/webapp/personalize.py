@@ -10,12 +10,19 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from ..adapt import AdaptError, References, check_lines, label_name
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from .controls import INFERENCE, Controls, adapter_lists
 from .uploads import UploadedFiles, UploadedImage, refuse
+
+# A session holds up to `max_references` faces: each kept at most this large (the model sees 48-64 px; the
+# gallery shows about 100), so a 40-megapixel photo's face costs 200 KB of the server's memory, not 100 MB.
+REFERENCE_MAX_SIDE = 256
+MAX_SKIPPED_NOTED = 20
+REFERENCES_KEPT_S = 3600  # a session's references are dropped an hour after they last changed
 
 
 def reference_summary(refs: References) -> str:
@@ -48,23 +55,29 @@ def add_references(service: EmotionService, files=None, capture=None, label: str
         label_name(label)
     except ValueError as error:
         raise refuse(str(error)) from None
-    images = []
-    for path in files or []:
-        try:
-            images.append((Path(path).name, read_image(path)))
-        except ValueError as error:  # a broken upload is noted, the others still count
-            refs.skipped.append(f"{Path(path).name}: {error}")
-    if capture is not None:
-        images.append(("webcam capture", capture))
-    if not images:
+    files = list(files or [])
+    count = len(files) + (capture is not None)
+    if not count:
         raise refuse("Add one or more photos, or capture one with the webcam.")
-    if len(refs.crops) + len(images) > settings.max_references:
+    if len(refs.crops) + count > settings.max_references:  # counted before anything is decoded
         raise refuse(f"At most {settings.max_references} reference faces per session: build or clear first.")
     try:
         face_detector = service.detector(settings.detector if detector is None else detector)
     except ValueError as error:  # an unknown detector, or one this server cannot load
         raise refuse(str(error)) from None
-    found = sum(refs.add_image(image, label, name, face_detector, settings.geometry, align) for name, image in images)
+    sources = [(Path(path).name, path) for path in files]
+    if capture is not None:
+        sources.append(("webcam capture", capture))
+    found = 0
+    for name, source in sources:  # one photo decoded at a time, and only its face kept
+        try:
+            image = source if isinstance(source, np.ndarray) else read_image(source)
+        except ValueError as error:  # a broken upload is noted, the others still count
+            refs.skipped.append(f"{name}: {error}")
+            continue
+        found += refs.add_image(image, label, name, face_detector, settings.geometry, align,
+                                max_side=REFERENCE_MAX_SIDE)
+    del refs.skipped[:-MAX_SKIPPED_NOTED]  # a session keeps the latest notes, not every broken upload
     if not found:
         gr.Warning("No face found in these images.")
     return refs, reference_summary(refs), reference_gallery(refs)
@@ -117,7 +130,7 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
         "pick a label (one of the 7 emotions, or a new one such as *confused*), add photos or a webcam "
         "capture, repeat for other labels, then build an adapter (under a minute). Photos stay in "
         "memory; only the adapter's weights are saved.")
-    refs = gr.State(None)
+    refs = gr.State(None, time_to_live=REFERENCES_KEPT_S)  # a visitor who leaves does not hold memory for ever
     with gr.Row():
         label = gr.Textbox(label="Label", placeholder="happy, surprise, confused, ...",
                            info="The expression these photos show.")

@@ -28,6 +28,8 @@ def photo_step(service: EmotionService, path, detector, threshold, align, adapte
     used = f"model `{answer['model']}`" + (f", adapter **{adapter}**" if adapter and adapter != NO_ADAPTER else "")
     if analysis.faces:
         note = f"{len(analysis.faces)} face(s) found in {analysis.timings_ms['total']:.0f} ms ({used})."
+        if analysis.faces_not_classified:
+            note += f" {analysis.faces_not_classified} smaller face(s) left out: at most {len(analysis.faces)} a photo."
     else:
         note = f"No face found ({used}). Try a lower detection threshold, or a larger or sharper photo."
     download = gr.update(value=str(write_answer_json(answer)), visible=True)

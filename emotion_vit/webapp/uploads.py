@@ -21,7 +21,7 @@ from gradio.data_classes import FileData, GradioRootModel, ImageData, ListFiles
 from gradio.utils import get_upload_folder
 from PIL import Image as PILImage
 
-from ..images import MAX_IMAGE_PIXELS, check_pixel_count
+from ..images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, check_pixel_count
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +88,13 @@ def file_payload(value, model: type[FileData] | type[ImageData] = FileData) -> F
 
 
 def image_size(payload: ImageData) -> tuple[int, int]:
-    """(width, height) from the image's header: the file, or the base64 data in the url."""
+    """(width, height) from the image's header: the file, or the base64 data in the url; a format outside
+    IMAGE_FORMATS is not an image here (UnidentifiedImageError), so Gradio never decodes one."""
     if payload.path is not None:
-        with PILImage.open(payload.path) as image:
+        with PILImage.open(payload.path, formats=IMAGE_FORMATS) as image:
             return image.size
     data = base64.b64decode(payload.url.split(",", 1)[-1], validate=False)
-    with PILImage.open(io.BytesIO(data)) as image:
+    with PILImage.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
         return image.size
 
 
