@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -120,3 +121,29 @@ def test_the_app_needs_only_requirements_app():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_build_does_not_hold_up_analysis(tmp_path):
+    """An adapter build runs beside the model's other calls: a visitor's minute-long build must not stop
+    every live view (a build that held the inference slot made /analyze wait for it)."""
+    service = EmotionService(AppSettings(model=MODEL, adapters_dir=str(tmp_path)))
+    started, release = threading.Event(), threading.Event()
+
+    def slow_build(refs, name, key, progress=None):  # stands in for a long build; the handler around it is real
+        started.set()
+        release.wait(60)
+        raise ValueError("stopped by the test")
+    service.build_adapter = slow_build
+    app = build_app(service)
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict([handle_file(str(ASTRONAUT))], None, "happy", api_name="/add_references")
+        build = client.submit("room-12", "k" * 16, api_name="/build_adapter")
+        assert started.wait(30)
+        answer = client.predict(handle_file(str(ASTRONAUT)), api_name="/analyze")
+        assert len(answer["faces"]) == 1 and not build.done()  # answered while the build still runs
+    finally:
+        release.set()
+        app.close()

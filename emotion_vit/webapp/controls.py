@@ -13,6 +13,9 @@ from ..service import NO_ADAPTER, EmotionService
 from .uploads import CheckedSlider, refuse
 
 INFERENCE = "inference"  # the concurrency group of every handler that runs the model: one at a time
+# Adapter builds, one at a time, beside inference: a build (up to a minute, on its own copy of the model)
+# held in the inference group stopped every visitor's live view until it finished.
+BUILDS = "builds"
 FACE_TABLE_COLUMNS = ["face", "emotion", "confidence", "runner-up", "box (x1, y1, x2, y2)"]
 
 

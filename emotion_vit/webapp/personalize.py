@@ -15,7 +15,7 @@ import numpy as np
 from ..adapt import AdaptError, References, check_lines, label_name
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
-from .controls import INFERENCE, Controls, adapter_lists
+from .controls import BUILDS, INFERENCE, Controls, adapter_lists
 from .uploads import UploadedFiles, UploadedImage, refuse
 
 # A session holds up to `max_references` faces: each kept at most this large (the model sees 48-64 px; the
@@ -159,7 +159,7 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
                      ).success(lambda: (None, None, ""), None, [files, capture, result], api_visibility="private")
     clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references", **status)
     build_button.click(partial(build, service), [name, refs, controls.key], [result, controls.adapter, existing],
-                       api_name="build_adapter", concurrency_id=INFERENCE, **status)
+                       api_name="build_adapter", concurrency_id=BUILDS, concurrency_limit=1, **status)
     delete_button.click(partial(delete, service), [existing, controls.key], [result, controls.adapter, existing],
                         api_visibility="private", **status)  # the API's /delete_adapter takes any name
     controls.key.change(partial(change_key, service), [controls.key], [stored_key, controls.adapter, existing],
