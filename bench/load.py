@@ -11,6 +11,9 @@ a team's script would.
   bombs  two image bombs at once (a 656 KB PNG claiming 15000x15000, a 2 KB JPEG header claiming
          14000x14000) while two clients keep calling: time to refusal, peak RSS growth;
   soak   two clients calling for --soak-seconds: requests, failures, RSS at start, each minute, and end.
+  build  one client calling while another builds an adapter for a room (7 labels x --build-references faces,
+         cut from the photo and its mirror; the server's default method): /analyze latency before and
+         during the build, and how long the build took (a build held the model's slot until 2026-12-07).
 """
 
 from __future__ import annotations
@@ -122,12 +125,31 @@ def refused_in(url: str, path: Path) -> tuple[float, str]:
     return time.perf_counter() - start, answer
 
 
+def room_builder(url: str, references: int, folder: str):
+    """A client that has added `references` faces for each of the 7 labels, and a function that builds an
+    adapter from them and returns its seconds."""
+    from gradio_client import Client, handle_file
+    client = Client(url, verbose=False)
+    mirrored = Path(folder) / "mirrored.jpg"
+    Image.open(ASTRONAUT).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    photos = [handle_file(str(path)) for path in (ASTRONAUT, mirrored)]
+    for label in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"):
+        client.predict([photos[i % 2] for i in range(references)], None, label, api_name="/add_references")
+
+    def build() -> float:
+        start = time.perf_counter()
+        client.predict("bench-room", "bench-load-key-0123456789", api_name="/build_adapter")
+        return time.perf_counter() - start
+    return build
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--requests", type=int, default=12, help="Calls per client at each concurrency level.")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--soak-seconds", type=float, default=600)
+    parser.add_argument("--build-references", type=int, default=5, help="Faces per label in the build phase (0: skip).")
     parser.add_argument("--json", help="Write the figures here.")
     args = parser.parse_args()
 
@@ -165,6 +187,21 @@ def main() -> None:
                 "normal_calls": sum(len(lat) for lat, _ in served), "normal_failures": sum(f for _, f in served),
                 "rss_before_mb": round(before, 1), "peak_rss_mb": round(sampler.peak(mark), 1)}
             print(figures["bombs"], flush=True)
+
+        if args.build_references > 0:
+            idle, _ = client_calls(url, 20)
+            with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(1) as pool:
+                building = pool.submit(room_builder(url, args.build_references, folder))
+                during = []
+                while not building.done():  # one call at a time, as a live view sends frames
+                    during += client_calls(url, 1)[0]
+                build_seconds = building.result()
+            figures["build"] = {"references_per_label": args.build_references, "build_seconds": round(build_seconds, 1),
+                                "idle_p50_ms": round(1000 * statistics.median(idle)),
+                                "during_calls": len(during),
+                                "during_p50_ms": round(1000 * statistics.median(during)) if during else None,
+                                "during_max_ms": round(1000 * max(during)) if during else None}
+            print(figures["build"], flush=True)
 
         if args.soak_seconds > 0:
             start_rss, stop_at = sampler.rss_mb(), time.monotonic() + args.soak_seconds
