@@ -10,6 +10,7 @@ copy from its cache, which the app purges within minutes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from .annotate import emotion_color
 from .mood import MoodTimeline
 
+logger = logging.getLogger(__name__)
 REPORTS_DIR = Path(tempfile.gettempdir()) / "emotion_vit-reports"
 KEEP_S = 600
 PURGE_EVERY_S = 60
@@ -61,7 +63,10 @@ def _start_purging() -> None:
 def _purge_forever() -> None:
     while True:
         time.sleep(PURGE_EVERY_S)
-        purge_old_reports()
+        try:
+            purge_old_reports()
+        except Exception:  # the folder removed under it, a full disk: try again next time, never stop
+            logger.warning("purging old downloads failed", exc_info=True)
 
 
 def plot_mood(table, labels: list[str], path: Path) -> None:

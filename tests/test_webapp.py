@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -203,11 +204,17 @@ def test_a_crowd_is_classified_up_to_max_faces_in_batches(service, monkeypatch):
     whole = EmotionPipeline(service.model, service.detector("retinaface")).analyze(mosaic)
     assert len(whole.faces) == 6 and whole.faces_not_classified == 0
     monkeypatch.setattr(pipeline_module, "CLASSIFY_BATCH", 4)
+    batches, predict = [], service.model.predict_proba
+    monkeypatch.setattr(service.model, "predict_proba", lambda crops: batches.append(len(crops)) or predict(crops))
     detector = service.detector("retinaface")
     capped = EmotionPipeline(service.model, detector, PipelineOptions(max_faces=5)).analyze(mosaic)
     assert len(capped.faces) == 5 and capped.faces_not_classified == 1
+    assert batches == [4, 1]  # five crops (one per face on this path) in batches of at most CLASSIFY_BATCH
     for a, b in zip(whole.faces, capped.faces):
         assert a.box == b.box and abs(a.probabilities["happy"] - b.probabilities["happy"]) < 0.02  # bf16 differs a hair
+    monkeypatch.setattr(service.settings, "max_faces", 2)  # the server's setting reaches the photo path
+    photo = service.analyze(mosaic)
+    assert len(photo.faces) == 2 and photo.faces_not_classified == 4
 
 
 def test_only_the_accepted_image_formats_are_decoded(monkeypatch):
@@ -228,3 +235,61 @@ def test_only_the_accepted_image_formats_are_decoded(monkeypatch):
     buffer = io.BytesIO()
     Image.open(ASTRONAUT).save(buffer, "PNG")
     assert images.read_image(buffer.getvalue()).shape == (512, 512, 3)
+
+
+def test_a_malformed_exif_block_is_a_clean_refusal_or_ignored():
+    """An eXIf chunk that is not TIFF data: Gradio's own decoder (the webcam capture) raises on it, which
+    becomes one short refusal; the Photo tab takes the file undecoded and read_image ignores the block."""
+    import io
+    import os
+    import struct
+    import zlib
+
+    from gradio.utils import get_upload_folder
+
+    from emotion_vit.images import read_image
+    from emotion_vit.webapp.uploads import UploadedImage
+    buffer = io.BytesIO()
+    Image.new("RGBA", (8, 8)).save(buffer, "PNG")
+    data, exif = buffer.getvalue(), b"XX"
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    at = data.index(b"IDAT") - 4
+    folder = Path(get_upload_folder()) / "test-exif"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "exif.png"
+    path.write_bytes(data[:at] + chunk + data[at:])
+    payload = {"path": str(path), "orig_name": "exif.png", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(gr.Error, match="Corrupt image, or a format that cannot be read"):
+        UploadedImage(type="numpy").preprocess(payload)
+    assert UploadedImage(type="filepath", image_mode=None).preprocess(payload) == os.path.realpath(path)
+    assert read_image(path).shape == (8, 8, 3)
+
+
+def test_an_adapter_for_another_model_is_refused_without_server_paths(tmp_path):
+    """An operator's adapter made for another base model: the visitor reads one sentence, the log the details."""
+    import torch
+    from safetensors.torch import save_file
+
+    from emotion_vit.adapt.store import GATE_FILE, METADATA_FILE
+    folder = tmp_path / "adapters" / "old-room"
+    folder.mkdir(parents=True)
+    save_file({"prototypes": torch.zeros(1, 4)}, str(folder / GATE_FILE))
+    (folder / METADATA_FILE).write_text(json.dumps({
+        "name": "old-room", "labels": ["happy"], "method": "prototype", "base_model": str(tmp_path / "secret-model"),
+        "base_model_sha256": "0" * 64}))
+    service = EmotionService(AppSettings(adapters_dir=str(tmp_path / "adapters")))
+    with pytest.raises(ValueError) as refused:
+        service.model_for("old-room")
+    assert str(refused.value) == ("adapter 'old-room' cannot be used with this server's model: "
+                                  "rebuild it from its references")
+
+
+def test_health_runs_the_model_at_most_once_a_period(monkeypatch):
+    from emotion_vit import service as service_module
+    service = EmotionService(AppSettings())
+    calls, predict = [], service.model.predict_proba
+    monkeypatch.setattr(service.model, "predict_proba", lambda faces: calls.append(1) or predict(faces))
+    answers = [service.health() for _ in range(20)]
+    assert all(answer["status"] == "ok" for answer in answers) and len(calls) == 1  # a flood: one forward pass
+    monkeypatch.setattr(service_module, "HEALTH_CHECK_EVERY_S", 0.0)
+    assert service.health()["status"] == "ok" and len(calls) == 2  # the period over: checked again

@@ -17,8 +17,8 @@ import os
 import re
 from pathlib import Path
 
+from anyio import CapacityLimiter, to_thread
 from gradio.utils import get_upload_folder
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,6 +71,7 @@ class UploadGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.blocks = blocks
+        self.parsers = CapacityLimiter(2)  # bodies checked at once: a flood of large ones does not take every thread
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -99,7 +100,7 @@ class UploadGuard:
                 return
         body = b"".join(chunks)
         # Parsing and checking a large body takes a while: off the event loop, which every visitor's stream shares.
-        refusal = await run_in_threadpool(self._refusal_of_body, scope["path"], body)
+        refusal = await to_thread.run_sync(self._refusal_of_body, scope["path"], body, limiter=self.parsers)
         if refusal:
             await self._refuse(scope, receive, send, *refusal)
             return

@@ -39,7 +39,8 @@ def photo_step(service: EmotionService, path, detector, threshold, align, adapte
 def photo_tab(service: EmotionService, controls: Controls) -> None:
     gr.Markdown(f"Upload or paste a photo: every face is found and classified ({public_name(service.model.name)}).")
     with gr.Row():
-        photo = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="Photo")
+        # image_mode None: Gradio hands over the uploaded file's path without decoding it; read_image decodes it once
+        photo = UploadedImage(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo")
         annotated = gr.Image(label="Faces", interactive=False)
     legend = gr.HTML(color_legend(service.model.labels))
     with gr.Row():

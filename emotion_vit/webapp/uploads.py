@@ -21,7 +21,7 @@ from gradio.data_classes import FileData, GradioRootModel, ImageData, ListFiles
 from gradio.utils import get_upload_folder
 from PIL import Image as PILImage
 
-from ..images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, check_pixel_count
+from ..images import DECODE_ERRORS, IMAGE_FORMATS, MAX_IMAGE_PIXELS, check_pixel_count
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,11 @@ class UploadedImage(gr.Image):
             raise refuse(str(error)) from None
         except OSError:
             raise refuse("Not an image file, or a format that cannot be read.") from None
-        return super().preprocess(payload)
+        try:  # Gradio decodes with its own code (its EXIF read unguarded): a malformed file is refused here too
+            return super().preprocess(payload)
+        except (ValueError, *DECODE_ERRORS) as error:
+            logger.info("image refused by Gradio's decoder: %s: %s", type(error).__name__, error)
+            raise refuse("Corrupt image, or a format that cannot be read.") from None
 
 
 class UploadedFiles(gr.File):
