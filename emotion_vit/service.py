@@ -195,8 +195,8 @@ class EmotionService:
                 settings.max_visitor_adapters:
             raise ValueError("this server holds as many visitors' adapters as it may: try again later")
         model, metadata = build_adapter(self.model, refs, name, progress=progress)
-        save_adapter(model, metadata, folder / name)
-        with self._lock:
+        with self._lock:  # a delete of the same adapter (another group, another request) waits for the files
+            save_adapter(model, metadata, folder / name)
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
 
@@ -211,7 +211,7 @@ class EmotionService:
             raise ValueError(f"no adapter of yours named {str(name)[:64]!r}")
         with self._lock:
             self._adapted.pop(str(folder / name), None)
-            shutil.rmtree(folder / name)
+            shutil.rmtree(folder / name, ignore_errors=True)  # another delete of it may have come first
 
     def detector(self, name: str) -> FaceDetector:
         """The detector `name`, loaded on first use. One whose model cannot be had (YuNet's file missing and
