@@ -97,6 +97,9 @@ class AppSettings:
     max_adapters_per_key: int = field(default=5, metadata={"help": "Adapters one visitor's key may keep."})
     max_adapter_labels: int = field(default=12, metadata={"help": "Labels one adapter may learn."})
     max_references: int = field(default=100, metadata={"help": "Reference faces held in one browser session."})
+    visitor_adapter_idle_days: float = field(default=1.0, metadata={
+        "help": "When the visitors' adapters reach their cap, the one used least recently makes room for a new "
+                "one if it has not been used for this many days (0: never; builds are then refused)."})
     max_visitor_adapters: int = field(default=2000, metadata={
         "help": "Visitors' adapters kept on disk in all (about 12 KB each); beyond it, builds are refused."})
     adapters_in_memory: int = field(default=8, metadata={
@@ -174,6 +177,7 @@ class EmotionService:
                 while len(self._adapted) > max(self.settings.adapters_in_memory, 1):  # visitors' keys are free
                     self._adapted.popitem(last=False)
             self._adapted.move_to_end(str(folder))
+            mark_used(folder)
             return self._adapted[str(folder)]
 
     def build_adapter(self, refs: References, name: str, key: str | None, progress=None) -> dict:
@@ -192,7 +196,7 @@ class EmotionService:
         if len(set(refs.labels)) > settings.max_adapter_labels:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
         if name not in own and folder != Path(settings.adapters_dir) and self.visitor_adapter_count() >= \
-                settings.max_visitor_adapters:
+                settings.max_visitor_adapters and not self._make_room():
             raise ValueError("this server holds as many visitors' adapters as it may: try again later")
         model, metadata = build_adapter(self.model, refs, name, progress=progress)
         with self._lock:  # a delete of the same adapter (another group, another request) waits for the files
@@ -203,6 +207,25 @@ class EmotionService:
     def visitor_adapter_count(self) -> int:
         """How many adapters visitors have saved on this server, under all keys."""
         return sum(1 for _ in (Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
+
+    def _make_room(self) -> bool:
+        """Delete the visitors' adapter used least recently, if it has been idle `visitor_adapter_idle_days`:
+        keys cost nothing, and a server filled once by one client would otherwise refuse every build."""
+        idle_s = self.settings.visitor_adapter_idle_days * 86400
+        used = []
+        for path in (Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"):
+            try:
+                used.append((path.stat().st_mtime, path.parent))
+            except OSError:  # deleted meanwhile
+                continue
+        if idle_s <= 0 or not used or time.time() - min(used)[0] < idle_s:
+            return False
+        last_used, folder = min(used)
+        with self._lock:
+            self._adapted.pop(str(folder), None)
+            shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed a visitor's adapter unused for %.1f days to make room", (time.time() - last_used) / 86400)
+        return True
 
     def delete_adapter(self, name: str, key: str | None) -> None:
         """Delete one of `key`'s own adapters (never the operator's, unless `key` is the shared key)."""
@@ -272,6 +295,17 @@ class EmotionService:
             "faces_not_classified": analysis.faces_not_classified,  # beyond --max-faces, the smallest
             "timings_ms": analysis.timings_ms,
         }
+
+
+def mark_used(folder: Path, every_s: float = 3600) -> None:
+    """Note that the adapter in `folder` was used (its metadata file's time, at most once an hour): the least
+    recently used visitors' adapter is the one that makes room at the cap."""
+    path = folder / METADATA_FILE
+    try:
+        if time.time() - path.stat().st_mtime > every_s:
+            os.utime(path)
+    except OSError:  # deleted meanwhile: nothing to mark
+        pass
 
 
 def public_name(model_name: str) -> str:

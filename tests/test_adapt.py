@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -694,6 +696,16 @@ def test_free_keys_cannot_fill_memory_or_disk(tmp_path):
     with pytest.raises(ValueError, match="as many visitors' adapters as it may"):
         service.build_adapter(refs, "mine", keys[3])
     service.build_adapter(refs, "mine", keys[0])  # rebuilding one's own adapter is no new one
+    # One client filled the server once: an adapter idle for longer than a day makes room, the least used first.
+    day = 86400
+    for age, key in ((3 * day, keys[1]), (2 * day, keys[2])):
+        stale = service.key_folder(key) / "mine" / "emotion_adapter.json"
+        os.utime(stale, (stale.stat().st_atime, time.time() - age))
+    service.build_adapter(refs, "mine", keys[3])
+    assert not (service.key_folder(keys[1]) / "mine").exists() and (service.key_folder(keys[2]) / "mine").exists()
+    service.model_for("mine", keys[2])  # used again: no longer idle
+    with pytest.raises(ValueError, match="as many visitors' adapters as it may"):
+        service.build_adapter(refs, "other", keys[3])
     with pytest.raises(ValueError, match="1-32 letters"):
         label_name("x" * 33)
     assert label_name("Confused ") == "confused"
