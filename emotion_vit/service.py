@@ -101,7 +101,8 @@ class AppSettings:
         "help": "When the visitors' adapters reach their cap, the one used least recently makes room for a new "
                 "one if it has not been used for this many days (0: never; builds are then refused)."})
     max_visitor_adapters: int = field(default=2000, metadata={
-        "help": "Visitors' adapters kept on disk in all (about 12 KB each); beyond it, builds are refused."})
+        "help": "Visitors' adapters kept on disk in all (about 12 KB each); at the cap an idle one makes room "
+                "(--visitor-adapter-idle-days), else builds are refused."})
     adapters_in_memory: int = field(default=8, metadata={
         "help": "Adapted models kept loaded (about 14 MB each); the least recently used one is dropped."})
 
