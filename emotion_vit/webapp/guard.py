@@ -87,7 +87,7 @@ class UploadGuard:
                 and content_types and content_types[0].strip().lower().startswith(b"multipart/")):
             await self._upload(scope, receive, send)
             return
-        chunks, size, more = [], 0, True  # joined once: `body += chunk` copied the body per chunk (seconds for 28 MB)
+        chunks, size, more = [], 0, True  # joined once: `body += chunk` copied the whole body at every chunk
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
