@@ -26,6 +26,11 @@ from .uploads import NOT_AN_UPLOAD
 
 logger = logging.getLogger(__name__)
 UPLOAD_ROUTES = ("/upload", "/component_server")  # Gradio's multipart routes
+# A body's JSON beside its base64 images (webcam frames): this app's inputs are a few settings and file
+# objects (100 references: about 35 KB). A larger structure is refused before it is parsed, here or by
+# FastAPI, which parses a passed body again on the event loop (39 MB of small numbers: 0.84 s).
+MAX_STRUCTURE_BYTES = 2**20
+DATA_URL = re.compile(rb'"data:[^"\\]*"')  # a base64 data URL, quotes included
 EVENT_ROUTE = re.compile(r"/(?:call|run|api)/([^/]+)/?$")  # POST .../call/<api_name> and the like
 
 
@@ -64,7 +69,8 @@ def called_event(blocks, path: str, body):
 
 class UploadGuard:
     """Refuses requests whose JSON names a file Gradio did not receive as an upload (HTTP 400), bodies
-    over `max_body_bytes` (413), whatever their content type, and calls of an unknown event (404) or
+    over `max_body_bytes` or with more than MAX_STRUCTURE_BYTES beside their data URLs (413), whatever
+    their content type, and calls of an unknown event (404) or
     with too few inputs (400; Gradio's answer quotes its components' reprs), before Gradio parses them."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, blocks=None):
@@ -126,6 +132,8 @@ class UploadGuard:
                                status_code=400)(scope, receive, send)
 
     def _refusal_of_body(self, path: str, body: bytes) -> tuple[str, int] | None:
+        if len(body) - sum(len(url) for url in DATA_URL.findall(body)) > MAX_STRUCTURE_BYTES:
+            return "Request too large.", 413
         try:
             data = json.loads(body) if body else None
         except ValueError:
