@@ -293,3 +293,19 @@ def test_health_runs_the_model_at_most_once_a_period(monkeypatch):
     assert all(answer["status"] == "ok" for answer in answers) and len(calls) == 1  # a flood: one forward pass
     monkeypatch.setattr(service_module, "HEALTH_CHECK_EVERY_S", 0.0)
     assert service.health()["status"] == "ok" and len(calls) == 2  # the period over: checked again
+
+
+def test_a_build_reads_a_copy_of_the_sessions_references(service, monkeypatch):
+    """Adding references runs beside a build (their own concurrency groups): the build must not see the
+    session's lists change under it."""
+    from emotion_vit.webapp.personalize import build
+    refs = add_references(service, [str(ASTRONAUT)], None, "happy", None)[0]
+    seen = []
+
+    def stopped_build(passed, name, key, progress=None):
+        seen.append(passed)
+        raise ValueError("stopped by the test")
+    monkeypatch.setattr(service, "build_adapter", stopped_build)
+    with pytest.raises(gr.Error, match="stopped by the test"):
+        build(service, "room-12", refs, "k" * 16)
+    assert seen[0] is not refs and seen[0].crops is not refs.crops and seen[0].labels == refs.labels
