@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -32,6 +32,10 @@ class References:
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(self.labels))
+
+    def copy(self) -> References:
+        """A snapshot: its own lists (the crops themselves shared), which later additions leave as they are."""
+        return References(*(list(getattr(self, column.name)) for column in fields(self)))
 
     def add_image(self, image, label: str, source: str, detector: FaceDetector | None,
                   geometry: CropGeometry | None = None, align: bool = ALIGN_FACES, max_side: int | None = None) -> bool:

@@ -91,9 +91,7 @@ def build(service: EmotionService, name: str, refs: References | None, key: str,
           progress=gr.Progress()):  # noqa: B008 (Gradio's progress parameter)
     if refs is None or not refs.crops:
         raise refuse("Add reference faces first.")
-    # A copy: the session's references may grow while the build runs (adding runs beside builds).
-    refs = References(crops=list(refs.crops), labels=list(refs.labels), sources=list(refs.sources),
-                      skipped=list(refs.skipped))
+    refs = refs.copy()  # the session's references may grow while the build runs (adding runs beside builds)
     try:
         metadata = service.build_adapter(refs, name or "", key, progress=lambda f, message: progress(f, desc=message))
     except (AdaptError, ValueError) as error:
