@@ -196,7 +196,7 @@ class EmotionService:
             raise ValueError(f"at most {settings.max_adapters_per_key} adapters per key: delete one first")
         if len(set(refs.labels)) > settings.max_adapter_labels:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
-        if name not in own and folder != Path(settings.adapters_dir) and self.visitor_adapter_count() >= \
+        if name not in own and folder != Path(settings.adapters_dir) and len(self.visitor_adapters()) >= \
                 settings.max_visitor_adapters and not self._make_room():
             raise ValueError("this server holds as many visitors' adapters as it may: try again later")
         model, metadata = build_adapter(self.model, refs, name, progress=progress)
@@ -205,23 +205,23 @@ class EmotionService:
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
 
-    def visitor_adapter_count(self) -> int:
-        """How many adapters visitors have saved on this server, under all keys."""
-        return sum(1 for _ in (Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
+    def visitor_adapters(self) -> list[Path]:
+        """The metadata files of the adapters visitors have saved on this server, under all keys."""
+        return list((Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
 
     def _make_room(self) -> bool:
         """Delete the visitors' adapter used least recently, if it has been idle `visitor_adapter_idle_days`:
         keys cost nothing, and a server filled once by one client would otherwise refuse every build."""
         idle_s = self.settings.visitor_adapter_idle_days * 86400
         used = []
-        for path in (Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"):
+        for path in self.visitor_adapters():
             try:
                 used.append((path.stat().st_mtime, path.parent))
             except OSError:  # deleted meanwhile
                 continue
-        if idle_s <= 0 or not used or time.time() - min(used)[0] < idle_s:
+        last_used, folder = min(used, default=(time.time(), None))
+        if idle_s <= 0 or folder is None or time.time() - last_used < idle_s:
             return False
-        last_used, folder = min(used)
         with self._lock:
             self._adapted.pop(str(folder), None)
             shutil.rmtree(folder, ignore_errors=True)
