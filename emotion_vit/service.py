@@ -27,12 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapt import METADATA_FILE, References, build_adapter, load_adapter, save_adapter
+from .adapt import METADATA_FILE, AdaptError, References, build_adapter, load_adapter, save_adapter
 from .crop import ALIGN_FACES, KEPT_TILT_DEGREES, CropGeometry
 from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_detector
 from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
+from .visitors import (
+    VISITORS_DIR,
+    adapters_of_client,
+    client_tag,
+    least_recently_used,
+    mark_used,
+    tag_adapter,
+    visitor_adapters,
+)
 
 logger = logging.getLogger(__name__)
 HEALTH_CHECK_EVERY_S = 2.0
@@ -41,14 +50,19 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "emotion-vit-fe
 MODEL_ENV = "EMOTION_VIT_MODEL"
 ADAPTERS_ENV = "EMOTION_VIT_ADAPTERS"
 SHARED_KEY_ENV = "EMOTION_VIT_SHARED_KEY"
+TRUSTED_PROXIES_ENV = "EMOTION_VIT_TRUSTED_PROXIES"
 NO_ADAPTER = "none"
-VISITORS_DIR = "_visitors"  # cannot clash with an adapter name (names start with a letter or digit)
 MIN_KEY_LENGTH = 16
 
 
 def default_model() -> str:
     """The model to serve: $EMOTION_VIT_MODEL (hub id or folder), else the embedded checkpoint."""
     return os.environ.get(MODEL_ENV) or str(DEFAULT_MODEL)
+
+
+def default_trusted_proxies() -> int:
+    """$EMOTION_VIT_TRUSTED_PROXIES, else 1 on a Hugging Face Space (which sets $SPACE_ID), else 0."""
+    return int(os.environ.get(TRUSTED_PROXIES_ENV) or (1 if os.environ.get("SPACE_ID") else 0))
 
 
 @dataclass
@@ -103,6 +117,12 @@ class AppSettings:
     max_visitor_adapters: int = field(default=2000, metadata={
         "help": "Visitors' adapters kept on disk in all (about 12 KB each); at the cap an idle one makes room "
                 "(--visitor-adapter-idle-days), else builds are refused."})
+    max_adapters_per_client: int = field(default=200, metadata={
+        "help": "Visitors' adapters built from one network address, under all its keys (keys are free; a school "
+                "behind one address: 40 keys of 5); 0: no limit."})
+    trusted_proxies: int = field(default_factory=default_trusted_proxies, metadata={
+        "help": f"Proxies in front of the app that append the client's address to X-Forwarded-For (env "
+                f"{TRUSTED_PROXIES_ENV}; 1 on a Hugging Face Space, else 0: the connection's own address)."})
     adapters_in_memory: int = field(default=8, metadata={
         "help": "Adapted models kept loaded (about 14 MB each); the least recently used one is dropped."})
 
@@ -181,51 +201,53 @@ class EmotionService:
             mark_used(folder)
             return self._adapted[str(folder)]
 
-    def build_adapter(self, refs: References, name: str, key: str | None, progress=None) -> dict:
-        """Build and save an adapter under `key`, within the settings' quotas."""
+    def build_adapter(self, refs: References, name: str, key: str | None, progress=None,
+                      client: str | None = None) -> dict:
+        """Build and save an adapter under `key`, within the settings' quotas; `client`: the network asking
+        (webapp.clients), None for a direct call."""
         settings, name = self.settings, name.strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
             raise ValueError("adapter name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         folder = self.key_folder(key)
         if folder is None:
             raise ValueError("an adapter key is needed to save an adapter")
-        own = self._names_in(folder)
+        own, visitor = self._names_in(folder), folder != Path(settings.adapters_dir)
         if name not in own and name in self.adapter_names(key):
             raise ValueError(f"{name!r} is one of this server's adapters: choose another name")
-        if name not in own and folder != Path(settings.adapters_dir) and len(own) >= settings.max_adapters_per_key:
+        if name not in own and visitor and len(own) >= settings.max_adapters_per_key:
             raise ValueError(f"at most {settings.max_adapters_per_key} adapters per key: delete one first")
         if len(set(refs.labels)) > settings.max_adapter_labels:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
-        if name not in own and folder != Path(settings.adapters_dir) and len(self.visitor_adapters()) >= \
+        tag = client_tag(settings.adapters_dir, client) if visitor and client else None
+        if name not in own and tag and settings.max_adapters_per_client and \
+                adapters_of_client(settings.adapters_dir, tag) >= settings.max_adapters_per_client:
+            raise ValueError(f"adapters built from your network have reached this server's limit "
+                             f"({settings.max_adapters_per_client}): delete one first")
+        if name not in own and visitor and len(visitor_adapters(settings.adapters_dir)) >= \
                 settings.max_visitor_adapters and not self._make_room():
             raise ValueError("this server holds as many visitors' adapters as it may: try again later")
-        model, metadata = build_adapter(self.model, refs, name, progress=progress)
+        try:
+            model, metadata = build_adapter(self.model, refs, name, progress=progress)
+        except AdaptError as error:  # its words name the model's folder, which a visitor is not told
+            raise AdaptError(str(error).replace(self.model.name, public_name(self.model.name))) from None
         with self._lock:  # a delete of the same adapter (another group, another request) waits for the files
             save_adapter(model, metadata, folder / name)
+            if tag:
+                tag_adapter(folder / name, tag)
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
-
-    def visitor_adapters(self) -> list[Path]:
-        """The metadata files of the adapters visitors have saved on this server, under all keys."""
-        return list((Path(self.settings.adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
 
     def _make_room(self) -> bool:
         """Delete the visitors' adapter used least recently, if it has been idle `visitor_adapter_idle_days`:
         keys cost nothing, and a server filled once by one client would otherwise refuse every build."""
-        idle_s = self.settings.visitor_adapter_idle_days * 86400
-        used = []
-        for path in self.visitor_adapters():
-            try:
-                used.append((path.stat().st_mtime, path.parent))
-            except OSError:  # deleted meanwhile
-                continue
-        last_used, folder = min(used, default=(time.time(), None))
-        if idle_s <= 0 or folder is None or time.time() - last_used < idle_s:
+        folder, idle_s = least_recently_used(self.settings.adapters_dir)
+        if folder is None or self.settings.visitor_adapter_idle_days <= 0 or \
+                idle_s < self.settings.visitor_adapter_idle_days * 86400:
             return False
         with self._lock:
             self._adapted.pop(str(folder), None)
             shutil.rmtree(folder, ignore_errors=True)
-        logger.info("removed a visitor's adapter unused for %.1f days to make room", (time.time() - last_used) / 86400)
+        logger.info("removed a visitor's adapter unused for %.1f days to make room", idle_s / 86400)
         return True
 
     def delete_adapter(self, name: str, key: str | None) -> None:
@@ -296,17 +318,6 @@ class EmotionService:
             "faces_not_classified": analysis.faces_not_classified,  # beyond --max-faces, the smallest
             "timings_ms": analysis.timings_ms,
         }
-
-
-def mark_used(folder: Path, every_s: float = 3600) -> None:
-    """Note that the adapter in `folder` was used (its metadata file's time, at most once an hour): the least
-    recently used visitors' adapter is the one that makes room at the cap."""
-    path = folder / METADATA_FILE
-    try:
-        if time.time() - path.stat().st_mtime > every_s:
-            os.utime(path)
-    except OSError:  # deleted meanwhile: nothing to mark
-        pass
 
 
 def public_name(model_name: str) -> str:

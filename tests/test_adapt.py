@@ -446,7 +446,7 @@ def test_visitors_adapters_are_their_own(tmp_path):
         with pytest.raises(Exception, match="one of this server's adapters"):
             second.predict("room", bob, api_name="/build_adapter")  # nor overwrites the operator's
         second.predict("mine", bob, api_name="/build_adapter")  # the same name is bob's own adapter
-        assert len(list((tmp_path / "adapters" / VISITORS_DIR).iterdir())) == 2
+        assert len([p for p in (tmp_path / "adapters" / VISITORS_DIR).iterdir() if p.is_dir()]) == 2  # two keys
         assert first.predict(handle_file(str(ASTRONAUT)), adapter="mine", key=alice, api_name="/analyze")["faces"]
         with pytest.raises(Exception, match="at least 16 characters"):
             second.predict("short", api_name="/list_adapters")
@@ -460,6 +460,64 @@ def test_visitors_adapters_are_their_own(tmp_path):
         assert first.predict(alice, api_name="/list_adapters") == ["mine"]
     finally:
         app.close()
+
+
+def test_one_network_cannot_hold_the_servers_adapters(tmp_path):
+    """Keys are free, so visitors' adapters are also counted per network address: behind the trusted proxy
+    (here the test itself, on 127.0.0.1) only the address it appended counts, not what a client wrote before
+    it; the address is stored only as a keyed hash."""
+    from emotion_vit.service import AppSettings, EmotionService
+    from emotion_vit.visitors import CLIENT_FILE, CLIENT_SECRET_FILE, VISITORS_DIR
+    from emotion_vit.webapp import build_app, launch
+    settings = AppSettings(model=str(save_tiny_vit(tmp_path / "base")), adapters_dir=str(tmp_path / "adapters"),
+                           max_adapters_per_client=2, trusted_proxies=1)
+    app = build_app(EmotionService(settings))
+    port = free_port()
+    launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+
+    mirrored = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(ASTRONAUT)).save(mirrored)
+
+    def visitor(forwarded_for: str) -> Client:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, headers={"X-Forwarded-For": forwarded_for})
+        client.predict([handle_file(str(ASTRONAUT))], None, "happy", api_name="/add_references")
+        client.predict([handle_file(str(mirrored))], None, "sad", api_name="/add_references")
+        return client
+
+    keys = [f"visitor-{i}-key-0123456789" for i in range(4)]
+    try:
+        one_label = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        one_label.predict([handle_file(str(ASTRONAUT))], None, "happy", api_name="/add_references")
+        with pytest.raises(Exception, match="cannot calibrate 'happy'") as refused:  # a model without a feature bank
+            one_label.predict("a", keys[0], api_name="/build_adapter")
+        assert str(tmp_path) not in str(refused.value)  # it names the model, not the server's folder
+        school = visitor("203.0.113.5")
+        school.predict("a", keys[0], api_name="/build_adapter")
+        school.predict("b", keys[1], api_name="/build_adapter")
+        school.predict("b", keys[1], api_name="/build_adapter")  # rebuilding one's own adapter is no new one
+        for forwarded_for in ("203.0.113.5", "198.51.100.9, 203.0.113.5"):  # a new key, or a made-up first hop
+            with pytest.raises(Exception, match="built from your network have reached this server's limit"):
+                visitor(forwarded_for).predict("c", keys[2], api_name="/build_adapter")
+        visitor("203.0.113.5, 198.51.100.9").predict("c", keys[2], api_name="/build_adapter")  # another network
+        school.predict("a", keys[0], api_name="/delete_adapter")
+        school.predict("d", keys[3], api_name="/build_adapter")  # room again
+        visitors = tmp_path / "adapters" / VISITORS_DIR
+        tags = sorted(path.read_text() for path in visitors.glob(f"*/*/{CLIENT_FILE}"))
+        assert len(tags) == 3 and len(set(tags)) == 2 and "203.0.113" not in "".join(tags)
+        assert (visitors / CLIENT_SECRET_FILE).stat().st_mode & 0o777 == 0o600
+    finally:
+        app.close()
+
+
+def test_a_clients_network_is_the_address_the_trusted_proxies_appended():
+    from emotion_vit.webapp.clients import client_network
+    assert client_network("10.0.0.1", "203.0.113.5", 0) == "10.0.0.1"  # no proxy trusted: the header is the client's
+    assert client_network("10.0.0.1", "6.6.6.6, 203.0.113.5", 1) == "203.0.113.5"
+    assert client_network("10.0.0.1", "6.6.6.6, 203.0.113.5, 10.0.0.9", 2) == "203.0.113.5"
+    assert client_network("10.0.0.1", None, 1) == "10.0.0.1"  # fewer entries than proxies: the connection's
+    assert client_network("10.0.0.1", "not-an-address", 1) is None
+    assert client_network("2001:db8:1:2:aaaa::1", None, 0) == "2001:db8:1:2::/64"  # one subscriber's IPv6 network
+    assert client_network("::ffff:203.0.113.5", None, 0) == "203.0.113.5"
 
 
 def test_head_folds_deal_every_label_round():

@@ -129,7 +129,7 @@ def test_a_build_does_not_hold_up_analysis(tmp_path):
     service = EmotionService(AppSettings(model=MODEL, adapters_dir=str(tmp_path)))
     started, release = threading.Event(), threading.Event()
 
-    def slow_build(refs, name, key, progress=None):  # stands in for a long build; the handler around it is real
+    def slow_build(refs, name, key, progress=None, client=None):  # a long build; the handler around it is real
         started.set()
         release.wait(60)
         raise ValueError("stopped by the test")

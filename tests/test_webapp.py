@@ -302,7 +302,7 @@ def test_a_build_reads_a_copy_of_the_sessions_references(service, monkeypatch):
     refs = add_references(service, [str(ASTRONAUT)], None, "happy", None)[0]
     seen = []
 
-    def stopped_build(passed, name, key, progress=None):
+    def stopped_build(passed, name, key, progress=None, client=None):
         seen.append(passed)
         raise ValueError("stopped by the test")
     monkeypatch.setattr(service, "build_adapter", stopped_build)

@@ -197,6 +197,10 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
               value: modelId // empty: the model embedded in the image
             }
             {
+              name: 'EMOTION_VIT_TRUSTED_PROXIES'
+              value: '1' // the ingress appends the client's address to X-Forwarded-For: adapters are counted per network
+            }
+            {
               name: 'HF_HUB_OFFLINE'
               value: empty(modelId) ? '1' : '0'
             }

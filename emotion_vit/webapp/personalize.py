@@ -15,6 +15,7 @@ import numpy as np
 from ..adapt import AdaptError, References, check_lines, label_name
 from ..images import read_image
 from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
+from .clients import request_network
 from .controls import BUILDS, INFERENCE, Controls, adapter_lists
 from .uploads import UploadedFiles, UploadedImage, refuse
 
@@ -87,13 +88,15 @@ def clear_references():
     return References(), reference_summary(References()), []
 
 
-def build(service: EmotionService, name: str, refs: References | None, key: str,
+def build(service: EmotionService, name: str, refs: References | None, key: str, client: str | None = None,
           progress=gr.Progress()):  # noqa: B008 (Gradio's progress parameter)
+    """`client`: the visitor's network (clients.request_network), counted against the adapters one may hold."""
     if refs is None or not refs.crops:
         raise refuse("Add reference faces first.")
     refs = refs.copy()  # the session's references may grow while the build runs (adding runs beside builds)
     try:
-        metadata = service.build_adapter(refs, name or "", key, progress=lambda f, message: progress(f, desc=message))
+        metadata = service.build_adapter(refs, name or "", key, progress=lambda f, message: progress(f, desc=message),
+                                         client=client)
     except (AdaptError, ValueError) as error:
         raise refuse(str(error)) from None
     message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
@@ -159,7 +162,11 @@ def personalize_tab(service: EmotionService, controls: Controls, stored_key: gr.
                      api_name="add_references", concurrency_id=INFERENCE, **status
                      ).success(lambda: (None, None, ""), None, [files, capture, result], api_visibility="private")
     clear_button.click(clear_references, None, [refs, summary, gallery], api_name="clear_references", **status)
-    build_button.click(partial(build, service), [name, refs, controls.key], [result, controls.adapter, existing],
+    def build_for_visitor(name: str, refs: References | None, key: str, request: gr.Request,
+                          progress=gr.Progress()):  # noqa: B008 (Gradio finds the request by this annotation)
+        return build(service, name, refs, key, request_network(request, service.settings.trusted_proxies), progress)
+
+    build_button.click(build_for_visitor, [name, refs, controls.key], [result, controls.adapter, existing],
                        api_name="build_adapter", concurrency_id=BUILDS, concurrency_limit=1, **status)
     delete_button.click(partial(delete, service), [existing, controls.key], [result, controls.adapter, existing],
                         api_visibility="private", **status)  # the API's /delete_adapter takes any name
