@@ -218,11 +218,12 @@ class EmotionService:
             raise ValueError(f"at most {settings.max_adapters_per_key} adapters per key: delete one first")
         if len(set(refs.labels)) > settings.max_adapter_labels:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
-        tag = client_tag(settings.adapters_dir, client) if visitor and client else None
-        if name not in own and tag and settings.max_adapters_per_client and \
-                adapters_of_client(settings.adapters_dir, tag) >= settings.max_adapters_per_client:
-            raise ValueError(f"adapters built from your network have reached this server's limit "
-                             f"({settings.max_adapters_per_client}): delete one first")
+        limited = visitor and client and settings.max_adapters_per_client > 0
+        tag = client_tag(settings.adapters_dir, client) if limited else None
+        if name not in own and tag and adapters_of_client(settings.adapters_dir, tag) >= \
+                settings.max_adapters_per_client and not self._make_room(tag):
+            raise ValueError(f"this server keeps at most {settings.max_adapters_per_client} adapters built from "
+                             "one network address, and yours has them (other visitors on it count too)")
         if name not in own and visitor and len(visitor_adapters(settings.adapters_dir)) >= \
                 settings.max_visitor_adapters and not self._make_room():
             raise ValueError("this server holds as many visitors' adapters as it may: try again later")
@@ -231,16 +232,17 @@ class EmotionService:
         except AdaptError as error:  # its words name the model's folder, which a visitor is not told
             raise AdaptError(str(error).replace(self.model.name, public_name(self.model.name))) from None
         with self._lock:  # a delete of the same adapter (another group, another request) waits for the files
-            save_adapter(model, metadata, folder / name)
             if tag:
                 tag_adapter(folder / name, tag)
+            save_adapter(model, metadata, folder / name)
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
 
-    def _make_room(self) -> bool:
-        """Delete the visitors' adapter used least recently, if it has been idle `visitor_adapter_idle_days`:
-        keys cost nothing, and a server filled once by one client would otherwise refuse every build."""
-        folder, idle_s = least_recently_used(self.settings.adapters_dir)
+    def _make_room(self, tag: str | None = None) -> bool:
+        """Delete the visitors' adapter used least recently (of the network of `tag`, if given), if it has been
+        idle `visitor_adapter_idle_days`: keys cost nothing, and a server (or a network) filled once by one
+        client would otherwise refuse every build."""
+        folder, idle_s = least_recently_used(self.settings.adapters_dir, tag)
         if folder is None or self.settings.visitor_adapter_idle_days <= 0 or \
                 idle_s < self.settings.visitor_adapter_idle_days * 86400:
             return False

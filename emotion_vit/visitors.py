@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from .adapt import METADATA_FILE
 
 VISITORS_DIR = "_visitors"  # cannot clash with an adapter name (names start with a letter or digit)
+logger = logging.getLogger(__name__)
 CLIENT_FILE = ".client"
 CLIENT_SECRET_FILE = ".client-secret"
 CLIENT_SECRET_BYTES = 32
@@ -28,13 +30,15 @@ def visitor_adapters(adapters_dir: str | Path) -> list[Path]:
     return list((Path(adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
 
 
-def least_recently_used(adapters_dir: str | Path) -> tuple[Path | None, float]:
-    """The visitors' adapter folder used least recently, and for how many seconds it has been idle."""
+def least_recently_used(adapters_dir: str | Path, tag: str | None = None) -> tuple[Path | None, float]:
+    """The visitors' adapter folder used least recently (of those built from the network of `tag`, if given),
+    and for how many seconds it has been idle."""
     used = []
     for path in visitor_adapters(adapters_dir):
         try:
-            used.append((path.stat().st_mtime, path.parent))
-        except OSError:  # deleted meanwhile
+            if tag is None or (path.parent / CLIENT_FILE).read_text() == tag:
+                used.append((path.stat().st_mtime, path.parent))
+        except OSError:  # deleted meanwhile, or untagged
             continue
     last_used, folder = min(used, default=(time.time(), None))
     return folder, time.time() - last_used
@@ -56,19 +60,27 @@ def client_tag(adapters_dir: str | Path, network: str) -> str:
     root = Path(adapters_dir) / VISITORS_DIR
     root.mkdir(parents=True, exist_ok=True)
     path = root / CLIENT_SECRET_FILE
-    try:  # made once, by whichever replica comes first
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            file.write(os.urandom(CLIENT_SECRET_BYTES))
-    except FileExistsError:
-        for _ in range(100):  # another replica may be writing it this moment
-            if len(path.read_bytes()) >= CLIENT_SECRET_BYTES:
-                break
-            time.sleep(0.01)
-    return hmac.new(path.read_bytes(), network.encode(), hashlib.sha256).hexdigest()[:32]
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        secret = b""
+    if len(secret) < CLIENT_SECRET_BYTES:  # none yet (or cut short): made whole, then moved into place
+        if secret:
+            logger.warning("the visitors' network key was cut short: a new one is made (older tags no longer count)")
+        secret = os.urandom(CLIENT_SECRET_BYTES)
+        draft = root / f"{CLIENT_SECRET_FILE}.{os.getpid()}"
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(secret)
+        os.replace(draft, path)
+    return hmac.new(secret, network.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def tag_adapter(folder: Path, tag: str) -> None:
-    (folder / CLIENT_FILE).write_text(tag)
+    """Note the network `folder`'s adapter is built from, before its files are written (an adapter is never
+    left uncounted); a rebuild keeps the first tag, so rebuilding under another network moves nothing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / CLIENT_FILE).exists():
+        (folder / CLIENT_FILE).write_text(tag)
 
 
 def adapters_of_client(adapters_dir: str | Path, tag: str) -> int:

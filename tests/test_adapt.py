@@ -484,40 +484,64 @@ def test_one_network_cannot_hold_the_servers_adapters(tmp_path):
         client.predict([handle_file(str(mirrored))], None, "sad", api_name="/add_references")
         return client
 
-    keys = [f"visitor-{i}-key-0123456789" for i in range(4)]
+    keys = [f"visitor-{i}-key-0123456789" for i in range(7)]
+    limit = "at most 2 adapters built from one network address"
     try:
         one_label = Client(f"http://127.0.0.1:{port}/", verbose=False)
         one_label.predict([handle_file(str(ASTRONAUT))], None, "happy", api_name="/add_references")
         with pytest.raises(Exception, match="cannot calibrate 'happy'") as refused:  # a model without a feature bank
             one_label.predict("a", keys[0], api_name="/build_adapter")
         assert str(tmp_path) not in str(refused.value)  # it names the model, not the server's folder
-        school = visitor("203.0.113.5")
+        school, elsewhere = visitor("203.0.113.5"), visitor("203.0.113.5, 198.51.100.9")
         school.predict("a", keys[0], api_name="/build_adapter")
         school.predict("b", keys[1], api_name="/build_adapter")
         school.predict("b", keys[1], api_name="/build_adapter")  # rebuilding one's own adapter is no new one
         for forwarded_for in ("203.0.113.5", "198.51.100.9, 203.0.113.5"):  # a new key, or a made-up first hop
-            with pytest.raises(Exception, match="built from your network have reached this server's limit"):
+            with pytest.raises(Exception, match=limit):
                 visitor(forwarded_for).predict("c", keys[2], api_name="/build_adapter")
-        visitor("203.0.113.5, 198.51.100.9").predict("c", keys[2], api_name="/build_adapter")  # another network
+        elsewhere.predict("b", keys[1], api_name="/build_adapter")  # a rebuild from another network moves nothing
+        with pytest.raises(Exception, match=limit):
+            school.predict("c", keys[2], api_name="/build_adapter")
+        elsewhere.predict("c", keys[2], api_name="/build_adapter")
         school.predict("a", keys[0], api_name="/delete_adapter")
         school.predict("d", keys[3], api_name="/build_adapter")  # room again
         visitors = tmp_path / "adapters" / VISITORS_DIR
+        idle = next(visitors.glob("*/b/emotion_adapter.json"))  # the network's adapter used least recently
+        os.utime(idle, (idle.stat().st_atime, time.time() - 2 * 86400))
+        school.predict("e", keys[4], api_name="/build_adapter")  # idle for a day: it makes room in its network
+        assert not idle.exists()
+        garbled = visitor("not-an-address")  # an address that cannot be read is counted, not let off
+        garbled.predict("f", keys[5], api_name="/build_adapter")
+        garbled.predict("g", keys[5], api_name="/build_adapter")
+        with pytest.raises(Exception, match=limit):
+            garbled.predict("h", keys[6], api_name="/build_adapter")
         tags = sorted(path.read_text() for path in visitors.glob(f"*/*/{CLIENT_FILE}"))
-        assert len(tags) == 3 and len(set(tags)) == 2 and "203.0.113" not in "".join(tags)
+        assert len(tags) == 5 and len(set(tags)) == 3 and "203.0.113" not in "".join(tags)
         assert (visitors / CLIENT_SECRET_FILE).stat().st_mode & 0o777 == 0o600
     finally:
         app.close()
 
 
 def test_a_clients_network_is_the_address_the_trusted_proxies_appended():
-    from emotion_vit.webapp.clients import client_network
+    from starlette.datastructures import Headers
+
+    from emotion_vit.webapp.clients import UNKNOWN_NETWORK, client_network, request_network
     assert client_network("10.0.0.1", "203.0.113.5", 0) == "10.0.0.1"  # no proxy trusted: the header is the client's
     assert client_network("10.0.0.1", "6.6.6.6, 203.0.113.5", 1) == "203.0.113.5"
     assert client_network("10.0.0.1", "6.6.6.6, 203.0.113.5, 10.0.0.9", 2) == "203.0.113.5"
     assert client_network("10.0.0.1", None, 1) == "10.0.0.1"  # fewer entries than proxies: the connection's
-    assert client_network("10.0.0.1", "not-an-address", 1) is None
-    assert client_network("2001:db8:1:2:aaaa::1", None, 0) == "2001:db8:1:2::/64"  # one subscriber's IPv6 network
-    assert client_network("::ffff:203.0.113.5", None, 0) == "203.0.113.5"
+    assert client_network("10.0.0.1", "203.0.113.5:5678", 1) == "203.0.113.5"  # a proxy that adds the port
+    assert client_network(None, "[2001:db8::1]:443", 1) == "2001:db8::/48"
+    assert client_network("10.0.0.1", "not-an-address", 1) == client_network(None, None, 0) == UNKNOWN_NETWORK
+    assert client_network("2001:db8:1:2:aaaa::1", None, 0) == "2001:db8:1::/48"  # a tunnel broker's /48 is one
+    assert client_network("::ffff:203.0.113.5", None, 0) == client_network("2002:cb00:7105::1", None, 0) \
+        == "203.0.113.5"  # an IPv4 host behind an IPv6 transition address
+
+    class Request:  # what Gradio hands a callback: the connection's client and the headers, every line kept
+        client = type("Peer", (), {"host": "10.0.0.1"})
+        headers = Headers(raw=[(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"203.0.113.5")])
+    assert request_network(Request(), 1) == "203.0.113.5"  # a second line from a proxy, not the client's first
+    assert request_network(None, 1) is None
 
 
 def test_head_folds_deal_every_label_round():

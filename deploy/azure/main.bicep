@@ -251,6 +251,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           name: 'adapters'
           storageType: 'AzureFile'
           storageName: 'adapters'
+          mountOptions: 'uid=1000,gid=1000,dir_mode=0700,file_mode=0600' // an SMB share mounts 0777 otherwise
         }
       ] : []
       scale: {

@@ -5,6 +5,7 @@ References live in this session's memory until an adapter is built; only the ada
 
 from __future__ import annotations
 
+import logging
 import secrets
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,8 @@ from ..service import MIN_KEY_LENGTH, NO_ADAPTER, EmotionService
 from .clients import request_network
 from .controls import BUILDS, INFERENCE, Controls, adapter_lists
 from .uploads import UploadedFiles, UploadedImage, refuse
+
+logger = logging.getLogger(__name__)
 
 # A session holds up to `max_references` faces: each kept at most this large (the model sees 48-64 px; the
 # gallery shows about 100), so a 40-megapixel photo's face costs 200 KB of the server's memory, not 100 MB.
@@ -99,6 +102,9 @@ def build(service: EmotionService, name: str, refs: References | None, key: str,
                                          client=client)
     except (AdaptError, ValueError) as error:
         raise refuse(str(error)) from None
+    except OSError as error:  # the adapters folder (a full disk, a share gone): the operator's log, not the visitor's
+        logger.warning("adapter %r not saved: %s", name, error)
+        raise refuse("The server could not save the adapter: try again later.") from None
     message = (f"Adapter **{metadata['name']}** built in {metadata['seconds']:.0f} s from "
                f"{sum(metadata['references_per_label'].values())} faces; labels: {', '.join(metadata['labels'])}. "
                "It is now in use (Settings › Adapter).")
