@@ -33,15 +33,7 @@ from .detect import DETECTOR_BACKENDS, DetectorOptions, FaceDetector, create_det
 from .model import EmotionModel, cpu_has_native_bf16, load_emotion_model
 from .pipeline import EmotionPipeline, FrameAnalysis, PipelineOptions
 from .track import FaceTracker
-from .visitors import (
-    VISITORS_DIR,
-    adapters_of_client,
-    client_tag,
-    least_recently_used,
-    mark_used,
-    tag_adapter,
-    visitor_adapters,
-)
+from .visitors import VISITORS_DIR, adapters_used, client_tag, mark_used, tag_adapter
 
 logger = logging.getLogger(__name__)
 HEALTH_CHECK_EVERY_S = 2.0
@@ -220,13 +212,15 @@ class EmotionService:
             raise ValueError(f"at most {settings.max_adapter_labels} labels per adapter")
         limited = visitor and client and settings.max_adapters_per_client > 0
         tag = client_tag(settings.adapters_dir, client) if limited else None
-        if name not in own and tag and adapters_of_client(settings.adapters_dir, tag) >= \
-                settings.max_adapters_per_client and not self._make_room(tag):
-            raise ValueError(f"this server keeps at most {settings.max_adapters_per_client} adapters built from "
-                             "one network address, and yours has them (other visitors on it count too)")
-        if name not in own and visitor and len(visitor_adapters(settings.adapters_dir)) >= \
-                settings.max_visitor_adapters and not self._make_room():
-            raise ValueError("this server holds as many visitors' adapters as it may: try again later")
+        if name not in own and tag:
+            networks = adapters_used(settings.adapters_dir, tag)
+            if len(networks) >= settings.max_adapters_per_client and not self._make_room(networks):
+                raise ValueError(f"this server keeps at most {settings.max_adapters_per_client} adapters built "
+                                 "from one network address, and yours has them (other visitors on it count too)")
+        if name not in own and visitor:
+            everyone = adapters_used(settings.adapters_dir)
+            if len(everyone) >= settings.max_visitor_adapters and not self._make_room(everyone):
+                raise ValueError("this server holds as many visitors' adapters as it may: try again later")
         try:
             model, metadata = build_adapter(self.model, refs, name, progress=progress)
         except AdaptError as error:  # its words name the model's folder, which a visitor is not told
@@ -238,11 +232,12 @@ class EmotionService:
             self._adapted.pop(str(folder / name), None)  # a rebuilt adapter replaces the cached one
         return metadata
 
-    def _make_room(self, tag: str | None = None) -> bool:
-        """Delete the visitors' adapter used least recently (of the network of `tag`, if given), if it has been
-        idle `visitor_adapter_idle_days`: keys cost nothing, and a server (or a network) filled once by one
-        client would otherwise refuse every build."""
-        folder, idle_s = least_recently_used(self.settings.adapters_dir, tag)
+    def _make_room(self, used: list[tuple[float, Path]]) -> bool:
+        """Delete the least recently used of these visitors' adapters (adapters_used: the server's, or one
+        network's), if it has been idle `visitor_adapter_idle_days`: keys cost nothing, and a server (or a
+        network) filled once by one client would otherwise refuse every build."""
+        last_used, folder = min(used, default=(time.time(), None))
+        idle_s = time.time() - last_used
         if folder is None or self.settings.visitor_adapter_idle_days <= 0 or \
                 idle_s < self.settings.visitor_adapter_idle_days * 86400:
             return False

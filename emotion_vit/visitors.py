@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .adapt import METADATA_FILE
 
-VISITORS_DIR = "_visitors"  # cannot clash with an adapter name (names start with a letter or digit)
 logger = logging.getLogger(__name__)
+VISITORS_DIR = "_visitors"  # cannot clash with an adapter name (names start with a letter or digit)
 CLIENT_FILE = ".client"
 CLIENT_SECRET_FILE = ".client-secret"
 CLIENT_SECRET_BYTES = 32
@@ -30,18 +30,17 @@ def visitor_adapters(adapters_dir: str | Path) -> list[Path]:
     return list((Path(adapters_dir) / VISITORS_DIR).glob(f"*/*/{METADATA_FILE}"))
 
 
-def least_recently_used(adapters_dir: str | Path, tag: str | None = None) -> tuple[Path | None, float]:
-    """The visitors' adapter folder used least recently (of those built from the network of `tag`, if given),
-    and for how many seconds it has been idle."""
+def adapters_used(adapters_dir: str | Path, tag: str | None = None) -> list[tuple[float, Path]]:
+    """(time of last use, folder) of each visitors' adapter, of those built from the network of `tag` if given:
+    one listing for both a count and the choice of the adapter that makes room."""
     used = []
     for path in visitor_adapters(adapters_dir):
         try:
             if tag is None or (path.parent / CLIENT_FILE).read_text() == tag:
                 used.append((path.stat().st_mtime, path.parent))
-        except OSError:  # deleted meanwhile, or untagged
+        except OSError:  # deleted meanwhile, or untagged (built by a direct call)
             continue
-    last_used, folder = min(used, default=(time.time(), None))
-    return folder, time.time() - last_used
+    return used
 
 
 def mark_used(folder: Path, every_s: float = MARK_USED_EVERY_S) -> None:
@@ -81,14 +80,3 @@ def tag_adapter(folder: Path, tag: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / CLIENT_FILE).exists():
         (folder / CLIENT_FILE).write_text(tag)
-
-
-def adapters_of_client(adapters_dir: str | Path, tag: str) -> int:
-    """How many visitors' adapters were built from the network of `tag`."""
-    count = 0
-    for path in visitor_adapters(adapters_dir):
-        try:
-            count += (path.parent / CLIENT_FILE).read_text() == tag
-        except OSError:  # built by a direct call, or deleted meanwhile
-            continue
-    return count
